@@ -1,0 +1,151 @@
+"""YAML recipes: loading (safe), `--set` overrides, validation into dataclasses, and saving.
+
+A recipe is the record of a run: `model`, `data`, `train` (and the pruning sections that build on them).
+Unknown keys and bad values stop the load with one line that names the file, the key path, the value and what is
+allowed.
+"""
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .config import from_dict, spec, to_dict
+from .errors import RecipeError
+
+RECIPE_VERSION = 1
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = spec(help='a GluonCV model-zoo name, e.g. cifar_resnet20_v1')
+    classes: Optional[int] = spec(None, lo=1, help='number of classes (default: the dataset\'s)')
+    pretrained: Optional[str] = spec(None, help='a local .params file, or "zoo" for GluonCV\'s download')
+    input_size: int = spec(32, lo=8, hi=4096, help='square input side in pixels')
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    crop_pad: int = spec(4, lo=0, hi=64, help='zero padding before the random crop (0 = no crop)')
+    flip: bool = spec(True, help='random horizontal flip')
+    cutout: int = spec(0, lo=0, hi=64, help='side of the cutout square (0 = off)')
+    random_erasing: float = spec(0.0, lo=0.0, hi=1.0, help='GluonCV RandomErasing probability (0 = off)')
+    mixup: float = spec(0.0, lo=0.0, help='mixup Beta(alpha, alpha) (0 = off)')
+    mixup_off_epochs: int = spec(0, lo=0, help='last epochs trained without mixup, as GluonCV does')
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet'))
+    root: Optional[str] = spec(None, help='data folder; --data-dir and $MXPRUNE_DATA override it')
+    format: str = spec('auto', choices=('auto', 'rec', 'bin', 'folder', 'download'))
+    batch_size: int = spec(128, lo=1, hi=65536, help='per step, over all contexts')
+    test_batch_size: int = spec(256, lo=1, hi=65536)
+    train_limit: Optional[int] = spec(None, lo=1, help='use only the first N training images')
+    test_limit: Optional[int] = spec(None, lo=1, help='use only the first N test images')
+    augment: AugmentConfig = spec(factory=AugmentConfig)
+    prefetch: int = spec(4, lo=1, hi=64, help='batches prepared ahead in a background thread')
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = spec(3, lo=0, hi=100000)
+    optimizer: str = spec('nag', choices=('sgd', 'nag'))
+    lr: float = spec(0.1, lo=0.0, lo_open=True, hi=100.0)
+    momentum: float = spec(0.9, lo=0.0, hi=1.0, hi_open=True)
+    wd: float = spec(5e-4, lo=0.0, hi=1.0)
+    no_wd: bool = spec(False, help='no weight decay on BatchNorm and bias parameters')
+    lr_schedule: str = spec('cosine', choices=('cosine', 'step', 'constant'))
+    warmup_epochs: float = spec(0.0, lo=0.0)
+    lr_steps: List[float] = spec(factory=list, help='epochs where the step schedule multiplies lr by lr_factor')
+    lr_factor: float = spec(0.1, lo=0.0, lo_open=True, hi=1.0)
+    final_lr: float = spec(0.0, lo=0.0)
+    label_smoothing: float = spec(0.0, lo=0.0, hi=1.0, hi_open=True)
+    seed: int = spec(0, lo=0, hi=2 ** 31 - 1)
+    ctx: str = spec('cpu', help='cpu, cpu:0,1, gpu:0 or gpu:0,1,...')
+    log_interval: int = spec(20, lo=1, help='steps between progress-bar refreshes (each one syncs)')
+    hybridize: bool = spec(True)
+
+    def check(self, where: str, path: str) -> None:
+        if self.lr_schedule == 'step' and not self.lr_steps:
+            raise RecipeError(f'{where}: {path}.lr_steps: [] is not allowed; expected a non-empty list of epochs '
+                              f'when lr_schedule is step')
+        if self.warmup_epochs > self.epochs > 0:
+            raise RecipeError(f'{where}: {path}.warmup_epochs: {self.warmup_epochs!r} is not allowed; expected a '
+                              f'value <= epochs ({self.epochs})')
+
+
+@dataclasses.dataclass
+class Recipe:
+    version: int = spec(choices=(RECIPE_VERSION,))
+    model: ModelConfig = spec(help='what to prune')
+    data: DataConfig = spec(factory=DataConfig)
+    train: TrainConfig = spec(factory=TrainConfig, help='dense training (skipped when model.pretrained is set '
+                                                        'and train.epochs is 0)')
+
+
+def parse_override(text: str) -> tuple:
+    """'a.b=c' -> (['a', 'b'], parsed c). The value is read as YAML (safely): 0.1, true, [1, 2], null."""
+    key, sep, raw = text.partition('=')
+    if not sep or not key.strip() or any(not p for p in key.strip().split('.')):
+        raise RecipeError(f'--set {text!r}: expected key.path=value, e.g. train.lr=0.05')
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise RecipeError(f'--set {text!r}: the value is not valid YAML ({str(e).splitlines()[0]})') from None
+    return key.strip().split('.'), value
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Applies --set overrides to the raw recipe mapping; list items are addressed by index (pruning.0.ratio)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = raw
+        for i, k in enumerate(keys):
+            last = i == len(keys) - 1
+            where = '.'.join(keys[:i + 1])
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise RecipeError(f'--set {text!r}: {where}: no list item {k!r} (the list has {len(node)})')
+                k = int(k)
+            elif not isinstance(node, dict):
+                raise RecipeError(f'--set {text!r}: {".".join(keys[:i])} is {node!r}, not a mapping')
+            if last:
+                node[k] = value
+            else:
+                if isinstance(node, dict) and node.get(k) is None:
+                    node[k] = {}
+                node = node[k]
+    return raw
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise RecipeError(f'{path}: recipe file not found')
+    try:
+        with open(path, encoding='utf-8') as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f' at line {mark.line + 1}' if mark is not None else ''
+        raise RecipeError(f'{path}: not valid YAML{at}: {getattr(e, "problem", None) or e}') from None
+    except UnicodeDecodeError:
+        raise RecipeError(f'{path}: not a UTF-8 text file') from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f'{path}: top level: {raw!r} is not allowed; expected a mapping with keys version, model, '
+                          f'data, train, ...')
+    return raw
+
+
+def from_mapping(raw: Dict[str, Any], where: str = 'recipe') -> Recipe:
+    return from_dict(Recipe, raw, where)
+
+
+def load(path: str, overrides: Optional[List[str]] = None) -> Recipe:
+    """Loads and validates a recipe file, with `--set` style overrides applied first."""
+    raw = apply_overrides(load_yaml(path), list(overrides or []))
+    return from_mapping(raw, path)
+
+
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False, default_flow_style=None)

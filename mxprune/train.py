@@ -1,0 +1,360 @@
+"""The Gluon training loop: hybridized, multi-context, checkpointed every epoch, resumable to the same result.
+
+Resumption is exact because nothing random carries over an epoch boundary: at the start of epoch e the MXNet RNG
+is seeded from (seed, e), and the data order and augmentation are pure functions of (seed, e) too (see
+mxprune.data.ArrayLoader). A checkpoint holds the parameters (masks included), the optimizer's momentum buffers
+(saved as NDArrays, never pickled), the epoch and the metrics so far.
+"""
+import json
+import math
+import os
+import shutil
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from . import io
+from .errors import MxPruneError, NumericsError, RecipeError
+
+
+def parse_ctx(text: str) -> List[mx.Context]:
+    """'cpu' | 'cpu:0,1' | 'gpu:0' | 'gpu:0,1' -> contexts; a GPU on a CPU-only build is refused."""
+    kind, _, ids = text.strip().lower().partition(':')
+    if kind not in ('cpu', 'gpu'):
+        raise RecipeError(f'train.ctx: {text!r} is not allowed; expected cpu, cpu:0,1, gpu:0 or gpu:0,1')
+    try:
+        idx = [int(i) for i in ids.split(',')] if ids else [0]
+    except ValueError:
+        raise RecipeError(f'train.ctx: {text!r} is not allowed; device ids must be integers, e.g. gpu:0,1') from None
+    if kind == 'gpu':
+        have = mx.context.num_gpus()
+        missing = [i for i in idx if i >= have]
+        if missing:
+            raise RecipeError(f'train.ctx: {text!r}: gpu {missing[0]} is not available (this MXNet build sees '
+                              f'{have} GPU(s); install mxnet-cu1xx for CUDA, or use cpu)')
+        return [mx.gpu(i) for i in idx]
+    return [mx.cpu(i) for i in idx]
+
+
+def lr_at(cfg, step: int, steps_per_epoch: int, epochs: Optional[int] = None) -> float:
+    """Learning rate at a global step: linear warm-up, then cosine, step or constant (a pure function)."""
+    epochs = cfg.epochs if epochs is None else epochs
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.lr_schedule == 'constant':
+        return cfg.lr
+    if cfg.lr_schedule == 'step':
+        done = sum(1 for s in cfg.lr_steps if step >= s * steps_per_epoch)
+        return cfg.lr * cfg.lr_factor ** done
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return cfg.final_lr + (cfg.lr - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seeds MXNet and numpy from (seed, epoch); epoch -1 is the weight initialisation."""
+    value = (seed * 100003 + epoch + 1) % (2 ** 31)
+    mx.random.seed(value)
+    np.random.seed(value)
+
+
+def trainable(net: gluon.Block) -> Dict[str, gluon.Parameter]:
+    """Parameters the optimizer updates (masks and BN running statistics are grad_req='null')."""
+    return {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+
+
+def make_trainer(net: gluon.Block, cfg, ctx: Sequence[mx.Context], kvstore=None) -> gluon.Trainer:
+    params = trainable(net)
+    if cfg.no_wd:
+        for name, p in params.items():
+            if name.endswith(('_gamma', '_beta', '_bias')):
+                p.wd_mult = 0.0
+    opt = {'sgd': 'sgd', 'nag': 'nag'}[cfg.optimizer]
+    if kvstore is None:
+        kvstore = 'device' if len(ctx) > 1 else None
+    return gluon.Trainer(params, opt, {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
+                         kvstore=kvstore, update_on_kvstore=False if kvstore is not None else None)
+
+
+def optimizer_states(trainer: gluon.Trainer) -> Dict[str, mx.nd.NDArray]:
+    """Momentum buffers by parameter name (from the first device's updater)."""
+    out = {}
+    if not trainer._updaters:
+        return out
+    states = trainer._updaters[0].states
+    for i, p in enumerate(trainer._params):
+        s = states.get(i)
+        if isinstance(s, mx.nd.NDArray):
+            out[p.name] = s.copyto(mx.cpu())
+    return out
+
+
+def load_optimizer_states(trainer: gluon.Trainer, states: Dict[str, mx.nd.NDArray]) -> None:
+    by_name = {p.name: i for i, p in enumerate(trainer._params)}
+    unknown = [k for k in states if k not in by_name]
+    if unknown:
+        raise MxPruneError(f'optimizer state for {unknown[0]!r} matches no trained parameter')
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    for updater in trainer._updaters:
+        for name, arr in states.items():
+            i = by_name[name]
+            updater.states[i] = arr.copy()
+            updater.states_synced[i] = False  # moved to the weight's context on first use
+
+
+class Checkpointer:
+    """Per-epoch checkpoints under <run>/ckpt/<phase>-eNNNN/, published atomically, the newest kept."""
+
+    def __init__(self, run_dir: str, phase: str):
+        self.root = os.path.join(run_dir, 'ckpt')
+        self.phase = phase
+        self.pointer = os.path.join(self.root, f'{phase}.json')
+
+    def latest(self) -> Optional[dict]:
+        if not os.path.exists(self.pointer):
+            return None
+        with open(self.pointer, encoding='utf-8') as f:
+            return json.load(f)
+
+    def save(self, net: gluon.Block, trainer: Optional[gluon.Trainer], meta: dict, extra: Optional[dict] = None):
+        mx.nd.waitall()  # BN statistics of the last step land asynchronously
+        name = f'{self.phase}-e{meta["epoch"]:04d}'
+        final = os.path.join(self.root, name)
+        tmp = final + '.tmp'
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+        net.save_parameters(os.path.join(tmp, 'net.params'))
+        if trainer is not None:
+            states = optimizer_states(trainer)
+            mx.nd.save(os.path.join(tmp, 'optimizer.states'), states) if states else None
+        for fname, obj in (extra or {}).items():
+            with open(os.path.join(tmp, fname), 'w', encoding='utf-8') as f:
+                json.dump(obj, f)
+        with open(os.path.join(tmp, 'meta.json'), 'w', encoding='utf-8') as f:
+            json.dump(meta, f)
+        io.publish_dir(tmp, final)
+        previous = self.latest()
+        io.write_json(self.pointer, {'dir': name, **meta})
+        if previous and previous['dir'] != name:
+            shutil.rmtree(os.path.join(self.root, previous['dir']), ignore_errors=True)
+
+    def path(self, fname: str) -> Optional[str]:
+        latest = self.latest()
+        return os.path.join(self.root, latest['dir'], fname) if latest else None
+
+    def load(self, net: gluon.Block, ctx: Sequence[mx.Context]) -> dict:
+        """Loads the newest checkpoint's parameters; returns its meta (epoch, history)."""
+        folder = self.folder()
+        net.load_parameters(os.path.join(folder, 'net.params'), ctx=list(ctx))
+        with open(os.path.join(folder, 'meta.json'), encoding='utf-8') as f:
+            return json.load(f)
+
+    def load_states(self, trainer: gluon.Trainer) -> None:
+        states_file = os.path.join(self.folder(), 'optimizer.states')
+        if os.path.exists(states_file):
+            load_optimizer_states(trainer, mx.nd.load(states_file))
+
+    def folder(self) -> str:
+        return os.path.join(self.root, self.latest()['dir'])
+
+
+def evaluate(net: gluon.Block, loader, ctx: Sequence[mx.Context], progress: bool = False,
+             desc: str = 'eval') -> Dict[str, float]:
+    """Top-1, top-5 and mean cross-entropy over a loader (labels as integers)."""
+    from tqdm import tqdm
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    sums = [mx.nd.zeros(3, ctx=c) for c in ctx]  # loss, top1, top5
+    n = 0
+    with tqdm(total=len(loader), desc=desc, leave=False, disable=not progress, mininterval=1.0) as bar:
+        for x, y in loader.epoch(0):
+            xs = gluon.utils.split_and_load(x, ctx, even_split=False)
+            ys = gluon.utils.split_and_load(y, ctx, even_split=False)
+            for xi, yi, s in zip(xs, ys, sums):
+                out = net(xi)
+                yi = yi.astype('float32')
+                k = min(5, out.shape[1])
+                top = mx.nd.topk(out, k=k, axis=1)
+                hit1 = (top[:, 0] == yi).sum()
+                hit5 = (top == yi.reshape((-1, 1))).sum()
+                s += mx.nd.concat(loss_fn(out, yi).sum(), hit1, hit5, dim=0)
+            n += len(y)
+            bar.update(1)
+    total = sum(s.asnumpy().astype(np.float64) for s in sums)
+    return {'loss': float(total[0] / n), 'top1': float(total[1] / n), 'top5': float(total[2] / n), 'n': n}
+
+
+class Hooks:
+    """What a training loop calls around each update; the pruning Session implements these."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before the first batch of an epoch."""
+
+    def before_update(self, step: int) -> None:
+        """After backward, before trainer.step (gradients are final here)."""
+
+    def after_update(self, step: int) -> None:
+        """After trainer.step."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """After the last update of an epoch, before evaluation and checkpoint."""
+
+
+def _kill_point() -> Optional[tuple]:
+    """MXPRUNE_KILL_AT=<phase>:<epoch>:<batch> makes the process SIGKILL itself there (crash/resume tests)."""
+    spec = os.environ.get('MXPRUNE_KILL_AT')
+    if not spec:
+        return None
+    phase, epoch, batch = spec.split(':')
+    return phase, int(epoch), int(batch)
+
+
+def _finite_or_raise(value: float, what: str, step: int, epoch: int, ckpt: Optional[str]) -> None:
+    if not math.isfinite(value):
+        kept = f'; the last good checkpoint is {ckpt}' if ckpt else '; no checkpoint was written yet'
+        raise NumericsError(f'{what} is {value} at step {step} (epoch {epoch}); stopping{kept}. Lower train.lr or '
+                            f'check the data')
+
+
+def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequence[mx.Context], epoch: int,
+                epochs: int, *, classes: int, hooks: Iterable[Hooks] = (), progress: bool = True,
+                desc: str = 'train', last_ckpt: Optional[str] = None,
+                extra_loss: Optional[Callable] = None, mixup: bool = True) -> Dict[str, float]:
+    """One epoch of SGD/NAG over the loader; returns mean loss, accuracy, images/s.
+
+    Syncs only every cfg.log_interval steps (metrics are summed on the device in between).
+    """
+    from tqdm import tqdm
+    hooks = list(hooks)
+    steps = len(loader)
+    sparse_loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    soft_loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
+    eps = cfg.label_smoothing
+    sums = [mx.nd.zeros(2, ctx=c) for c in ctx]  # loss, correct
+    seen = 0
+    logged = {'loss': float('nan'), 'acc': float('nan')}
+    for h in hooks:
+        h.on_epoch_start(epoch)
+    kill = _kill_point()
+    tic = time.time()
+    with tqdm(total=steps, desc=f'{desc} {epoch + 1}/{epochs}', disable=not progress, mininterval=1.0,
+              dynamic_ncols=True) as bar:
+        for b, (x, y) in enumerate(loader.epoch(epoch, mixup)):
+            step = epoch * steps + b
+            if kill is not None and kill == (desc, epoch, b):
+                mx.nd.waitall()
+                os.kill(os.getpid(), 9)
+            trainer.set_learning_rate(lr_at(cfg, step, steps, epochs))
+            xs = gluon.utils.split_and_load(x, ctx, even_split=False)
+            ys = gluon.utils.split_and_load(y, ctx, even_split=False)
+            with autograd.record():
+                outs = [net(xi) for xi in xs]
+                losses = []
+                for xi, out, yi in zip(xs, outs, ys):
+                    soft = yi.ndim == 2
+                    if eps:
+                        yi = (yi if soft else mx.nd.one_hot(yi, classes)) * (1 - eps) + eps / classes
+                        soft = True
+                    loss = soft_loss(out, yi) if soft else sparse_loss(out, yi)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(xi, out)
+                    losses.append(loss)
+            autograd.backward(losses)
+            for h in hooks:
+                h.before_update(step)
+            trainer.step(x.shape[0])
+            for h in hooks:
+                h.after_update(step)
+            for s, out, yi, loss in zip(sums, outs, ys, losses):
+                target = yi.argmax(axis=1) if yi.ndim == 2 else yi.astype('float32')
+                s += mx.nd.concat(loss.sum(), (out.argmax(axis=1) == target).sum(), dim=0)
+            seen += x.shape[0]
+            if (b + 1) % cfg.log_interval == 0 or b + 1 == steps:
+                total = sum(s.asnumpy().astype(np.float64) for s in sums)
+                logged = {'loss': float(total[0] / seen), 'acc': float(total[1] / seen)}
+                _finite_or_raise(logged['loss'], 'the training loss', step, epoch, last_ckpt)
+                bar.set_postfix(loss=f'{logged["loss"]:.3f}', acc=f'{logged["acc"]:.3f}',
+                                img_s=f'{seen / (time.time() - tic):.0f}', lr=f'{trainer.learning_rate:.4f}')
+            bar.update(1)
+    for h in hooks:
+        h.on_epoch_end(epoch)
+    mx.nd.waitall()
+    elapsed = time.time() - tic
+    return {'train_loss': logged['loss'], 'train_acc': logged['acc'], 'images_per_s': seen / max(elapsed, 1e-9),
+            'epoch_time_s': elapsed, 'lr': trainer.learning_rate}
+
+
+def check_weights(net: gluon.Block, step: int, epoch: int, last_ckpt: Optional[str]) -> None:
+    """Stops on NaN/inf anywhere in the parameters (one sync per epoch)."""
+    norms = [p.data().norm() for p in net.collect_params().values() if p._data is not None]
+    if norms:
+        total = float(mx.nd.add_n(*[n.as_in_context(mx.cpu()) for n in norms]).asscalar())
+        _finite_or_raise(total, 'the sum of the weight norms', step, epoch, last_ckpt)
+
+
+def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Context], run_dir: str, *,
+        phase: str = 'train', classes: int, epochs: Optional[int] = None, hooks: Sequence[Hooks] = (),
+        resume: bool = True, progress: bool = True, log: Optional[Callable[[dict], None]] = None,
+        kvstore=None, extra_loss: Optional[Callable] = None, mixup_off_epochs: int = 0,
+        on_checkpoint: Optional[Callable[[], dict]] = None, on_resume: Optional[Callable[[str], None]] = None,
+        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None) -> List[dict]:
+    """Trains for cfg.epochs (or `epochs`), evaluating and checkpointing after every epoch.
+
+    Args:
+        net: an initialised (and usually hybridized) net.
+        train_loader, test_loader: mxprune.data loaders (test_loader may be None).
+        cfg: a TrainConfig.
+        ctx: contexts from parse_ctx.
+        run_dir: where ckpt/ and the log go.
+        phase: names the checkpoints (dense, prune, finetune...).
+        classes: number of classes (for label smoothing).
+        hooks: objects with the Hooks methods (the pruning Session).
+        resume: continue from this phase's last checkpoint if there is one.
+        log: called with one dict per epoch.
+        extra_loss: f(x, out) -> per-sample loss added to cross-entropy (distillation).
+        on_checkpoint: returns extra JSON files {name: obj} to store in each checkpoint (session state).
+        on_resume: called with the checkpoint folder after a resume (to restore that state).
+        trainer_factory: builds the Trainer (default make_trainer); called again if a hook asks via
+            `needs_new_trainer`.
+    """
+    epochs = cfg.epochs if epochs is None else epochs
+    make = trainer_factory or (lambda: make_trainer(net, cfg, ctx, kvstore))
+    ck = Checkpointer(run_dir, phase)
+    history: List[dict] = []
+    start = 0
+    resuming = resume and ck.latest() is not None
+    if resuming:
+        if on_resume is not None:
+            on_resume(ck.folder())  # e.g. re-apply a pruning plan so the saved shapes fit
+        meta = ck.load(net, ctx)
+        history = meta.get('history', [])
+        start = meta['epoch'] + 1
+    trainer = make()
+    if resuming:
+        ck.load_states(trainer)
+    for epoch in range(start, epochs):
+        seed_epoch(cfg.seed, epoch)
+        mixup = epoch < epochs - mixup_off_epochs
+        row = {'phase': phase, 'epoch': epoch}
+        row.update(train_epoch(net, trainer, train_loader, cfg, ctx, epoch, epochs, classes=classes, hooks=hooks,
+                               progress=progress, desc=phase, last_ckpt=ck.path(''), extra_loss=extra_loss,
+                               mixup=mixup))
+        check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, ck.path(''))
+        if any(getattr(h, 'needs_new_trainer', False) for h in hooks):
+            trainer = make()  # the net was shrunk: its parameters are new objects
+            for h in hooks:
+                h.needs_new_trainer = False
+        if test_loader is not None:
+            ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval')
+            row.update({'test_top1': ev['top1'], 'test_top5': ev['top5'], 'test_loss': ev['loss']})
+        history.append(row)
+        ck.save(net, trainer, {'epoch': epoch, 'history': history},
+                extra=on_checkpoint() if on_checkpoint else None)
+        if log is not None:
+            log(row)
+    return history
