@@ -195,10 +195,10 @@ class Hooks:
     def on_epoch_start(self, epoch: int) -> None:
         """Before the first batch of an epoch."""
 
-    def before_update(self, step: int) -> None:
+    def before_update(self, batch_size: int) -> None:
         """After backward, before trainer.step (gradients are final here)."""
 
-    def after_update(self, step: int) -> None:
+    def after_update(self) -> None:
         """After trainer.step."""
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -266,10 +266,10 @@ def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequ
                     losses.append(loss)
             autograd.backward(losses)
             for h in hooks:
-                h.before_update(step)
+                h.before_update(x.shape[0])
             trainer.step(x.shape[0])
             for h in hooks:
-                h.after_update(step)
+                h.after_update()
             for s, out, yi, loss in zip(sums, outs, ys, losses):
                 target = yi.argmax(axis=1) if yi.ndim == 2 else yi.astype('float32')
                 s += mx.nd.concat(loss.sum(), (out.argmax(axis=1) == target).sum(), dim=0)
