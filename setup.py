@@ -32,10 +32,10 @@ setup(
     python_requires='>=3.8',
     install_requires=REQUIRES,
     extras_require={
-        'test': ['pytest>=7', 'hypothesis>=6'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'onnx==1.14.1'],
         # onnxruntime declares numpy>=1.24.2 on every Python 3.11 wheel, which breaks mxnet: install it with
         # `pip install --no-deps onnxruntime==1.16.3 coloredlogs flatbuffers sympy packaging` (see README).
-        'onnx': ['onnx==1.14.1', 'protobuf>=3.20.2,<5'],
+        'onnx': ['onnx==1.14.1'],
     },
     license='Apache-2.0',
 )

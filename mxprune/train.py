@@ -319,8 +319,7 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
         extra_loss: f(x, out) -> per-sample loss added to cross-entropy (distillation).
         on_checkpoint: returns extra JSON files {name: obj} to store in each checkpoint (session state).
         on_resume: called with the checkpoint folder after a resume (to restore that state).
-        trainer_factory: builds the Trainer (default make_trainer); called again if a hook asks via
-            `needs_new_trainer`.
+        trainer_factory: builds the Trainer (default make_trainer).
     """
     epochs = cfg.epochs if epochs is None else epochs
     make = trainer_factory or (lambda: make_trainer(net, cfg, ctx, kvstore))
@@ -345,10 +344,6 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
                                progress=progress, desc=phase, last_ckpt=ck.path(''), extra_loss=extra_loss,
                                mixup=mixup))
         check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, ck.path(''))
-        if any(getattr(h, 'needs_new_trainer', False) for h in hooks):
-            trainer = make()  # the net was shrunk: its parameters are new objects
-            for h in hooks:
-                h.needs_new_trainer = False
         if test_loader is not None:
             ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval')
             row.update({'test_top1': ev['top1'], 'test_top5': ev['top5'], 'test_loss': ev['loss']})

@@ -1,6 +1,7 @@
 """GluonCV model-zoo access: names checked with suggestions, local or downloaded pretrained weights."""
 import difflib
 import os
+import re
 from typing import List, Optional
 
 import mxnet as mx
@@ -11,6 +12,27 @@ from .errors import ModelError
 def model_names() -> List[str]:
     from gluoncv.model_zoo import get_model_list
     return sorted(get_model_list())
+
+
+_NOT_CLASSIFIERS = re.compile(
+    r'(coco|voc|citys|ade|kinetics|hmdb|ucf|sthsth|custom|int8|pose|monodepth|siamrpn|rcnn|^ssd_|^yolo|center_net|'
+    r'deeplab|^fcn_|^psp_|danet|icnet|fastscnn|^c3d|^i3d|^p3d|r2plus1d|slowfast|_s$|_mhpv1)')
+
+
+def classification_models() -> List[str]:
+    """The GluonCV ImageNet/CIFAR classifiers (detection, segmentation, pose and video models left out)."""
+    return [n for n in model_names() if not _NOT_CLASSIFIERS.search(n)]
+
+
+def input_size(name: str) -> int:
+    """The input side a zoo classifier expects."""
+    if name.startswith('cifar_'):
+        return 32
+    if name.startswith(('inceptionv3', 'nasnet_5', 'xception')):
+        return 299 if not name.startswith('nasnet') else 331
+    if name.startswith('nasnet_6') or name.startswith('nasnet_7'):
+        return 331
+    return 224
 
 
 def check_name(name: str) -> str:

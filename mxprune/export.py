@@ -1,0 +1,151 @@
+"""Deployment export: `-symbol.json` + `.params` (and ONNX), re-imported and compared before they are published.
+
+`export_symbol` folds and removes masks, hybridizes, runs one forward, exports to a temporary prefix, reloads the
+files with `gluon.SymbolBlock.imports` and with `mx.mod.Module`, compares their outputs to the live net's, writes a
+SHA-256 manifest and only then moves the files into place. The files need nothing but MXNet to load.
+"""
+import json
+import os
+import tempfile
+from typing import Dict, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+
+from . import io
+from . import masks as masks_mod
+from .errors import ModelError, MxPruneError
+
+TOLERANCE = 1e-4
+
+
+def _first_output(out):
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def reload_symbolblock(symbol: str, params: str, x: mx.nd.NDArray) -> np.ndarray:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        block = mx.gluon.SymbolBlock.imports(symbol, ['data'], params, ctx=x.context)
+    return _first_output(block(x)).asnumpy()
+
+
+def reload_module(symbol: str, params: str, x: mx.nd.NDArray) -> np.ndarray:
+    sym = mx.sym.load(symbol)
+    saved = mx.nd.load(params)
+    arg = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
+    aux = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
+    mod = mx.mod.Module(symbol=sym, data_names=['data'], label_names=None, context=x.context)
+    mod.bind(data_shapes=[('data', x.shape)], for_training=False)
+    mod.set_params(arg, aux, allow_missing=False)
+    mod.forward(mx.io.DataBatch([x]), is_train=False)
+    return mod.get_outputs()[0].asnumpy()
+
+
+def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[int], *, check: bool = True,
+                  ctx: Optional[mx.Context] = None, seed: int = 0) -> Dict[str, str]:
+    """Exports `net` to <prefix>-symbol.json and <prefix>-0000.params (+ <prefix>.sha256.json).
+
+    Masks are folded into the weights and removed first (the net is edited in place). With `check`, both re-import
+    paths must reproduce the net's output within 1e-4 on a random input, or nothing is written.
+
+    Returns:
+        {'symbol': path, 'params': path, 'manifest': path, 'max_abs_diff': str}
+    """
+    ctx = ctx or mx.cpu()
+    for block in list(masks_mod.masked_blocks(net)):
+        masks_mod.remove(block, fold_first=True)
+    masks_mod.clear_cached(net)
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.array(np.random.RandomState(seed).uniform(-1, 1, size=tuple(input_shape)), ctx=ctx)
+    expected = _first_output(net(x)).asnumpy()
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix='.export-', dir=folder)
+    try:
+        tmp_prefix = os.path.join(tmpdir, 'model')
+        net.export(tmp_prefix, epoch=0)
+        tmp_sym, tmp_params = tmp_prefix + '-symbol.json', tmp_prefix + '-0000.params'
+        worst = 0.0
+        if check:
+            for how, fn in (('gluon.SymbolBlock.imports', reload_symbolblock), ('mx.mod.Module', reload_module)):
+                got = fn(tmp_sym, tmp_params, x)
+                diff = float(np.abs(got - expected).max())
+                worst = max(worst, diff)
+                if not diff <= TOLERANCE:
+                    raise MxPruneError(f'export check failed: {how} reloads {prefix} with max abs diff {diff:.3g} '
+                                       f'(> {TOLERANCE}); nothing was written')
+        final_sym, final_params = prefix + '-symbol.json', prefix + '-0000.params'
+        manifest = prefix + '.sha256.json'
+        digests = {os.path.basename(final_sym): io.sha256_file(tmp_sym),
+                   os.path.basename(final_params): io.sha256_file(tmp_params)}
+        os.replace(tmp_sym, final_sym)
+        os.replace(tmp_params, final_params)
+        io.write_json(manifest, {'files': digests, 'input_shape': list(input_shape), 'max_abs_diff': worst})
+    finally:
+        for f in os.listdir(tmpdir):
+            os.remove(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
+    return {'symbol': final_sym, 'params': final_params, 'manifest': manifest, 'max_abs_diff': str(worst)}
+
+
+def verify_manifest(prefix: str) -> None:
+    """Checks the exported files against their SHA-256 manifest; raises ModelError on any mismatch."""
+    manifest = prefix + '.sha256.json'
+    if not os.path.isfile(manifest):
+        raise ModelError(f'{manifest}: no manifest beside the exported files')
+    with open(manifest, encoding='utf-8') as f:
+        files = json.load(f).get('files', {})
+    folder = os.path.dirname(os.path.abspath(prefix))
+    for name, digest in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise ModelError(f'{path}: listed in {manifest} but missing')
+        if io.sha256_file(path) != digest:
+            raise ModelError(f'{path}: SHA-256 does not match {manifest}; the file was changed or corrupted')
+
+
+def load_exported(prefix: str, ctx: Optional[mx.Context] = None, verify: bool = True) -> mx.gluon.SymbolBlock:
+    """Loads an export (after checking its manifest) as a SymbolBlock."""
+    if verify:
+        verify_manifest(prefix)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return mx.gluon.SymbolBlock.imports(prefix + '-symbol.json', ['data'], prefix + '-0000.params',
+                                            ctx=ctx or mx.cpu())
+
+
+def export_onnx(prefix: str, input_shape: Sequence[int], path: Optional[str] = None,
+                check_runtime: bool = True) -> Tuple[str, Optional[float]]:
+    """Converts an export to ONNX with mx.onnx; checks it with onnx.checker and, when installed, onnxruntime.
+
+    Returns:
+        (onnx path, max abs diff against MXNet or None when onnxruntime is not installed)
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise MxPruneError('ONNX export needs the onnx extra: pip install -e ".[onnx]"') from None
+    sym, params = prefix + '-symbol.json', prefix + '-0000.params'
+    path = path or prefix + '.onnx'
+    with io.atomic_path(path) as tmp:
+        mx.onnx.export_model(sym, params, [tuple(input_shape)], [np.float32], tmp)
+        onnx.checker.check_model(onnx.load(tmp))
+        diff = None
+        if check_runtime:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                ort = None
+            if ort is not None:
+                x = mx.nd.array(np.random.RandomState(0).uniform(-1, 1, size=tuple(input_shape)))
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                sess = ort.InferenceSession(tmp, opts, providers=['CPUExecutionProvider'])
+                got = sess.run(None, {sess.get_inputs()[0].name: x.asnumpy()})[0]
+                diff = float(np.abs(got - reload_symbolblock(sym, params, x)).max())
+                if not diff <= TOLERANCE:
+                    raise MxPruneError(f'ONNX check failed: onnxruntime differs from MXNet by {diff:.3g}')
+    return path, diff
