@@ -52,8 +52,8 @@ def main() -> None:
                                      selection=Selection(skip_first=False, skip_last=False))
             s = mp.Session(net, (1, 3, 32, 32), 1, [mod])
             s.prune_now()
-            print(f'masked: {len(s.masked)} layers carry a full-shape mask, {s.sparsity()["masked_weight_sparsity"]:.2f}'
-                  f' of their weights zero')
+            zeros = s.sparsity()['masked_weight_sparsity']
+            print(f'masked: {len(s.masked)} layers carry a full-shape mask, {zeros:.2f} of their weights zero')
         net.hybridize(static_alloc=True, static_shape=True)
         nets[kind] = net
     rng = np.random.RandomState(0)

@@ -493,7 +493,6 @@ class RecordIterLoader:
 
     def __init__(self, rec: str, batch_size: int, input_size: int, *, train: bool, classes: int, seed: int = 0,
                  num_parts: int = 1, part_index: int = 0, threads: int = 2, crop_ratio: float = 0.875):
-        import mxnet as mx
         idx = os.path.splitext(rec)[0] + '.idx'
         for p in (rec, idx):
             if not os.path.isfile(p):

@@ -87,6 +87,7 @@ class PruningConfig:
     normalizer: Optional[str] = spec('mean', choices=criteria_mod.NORMALIZERS)
     members: str = spec('all', choices=criteria_mod.MEMBERS)
     seed: int = spec(0, lo=0)
+    score_batches: int = spec(32, lo=0, help='grad/taylor: batches of gradients gathered before an update at step 0')
 
     def check(self, where: str, path: str) -> None:
         crit = criteria_mod.CRITERIA.get(self.criterion)
@@ -219,9 +220,9 @@ class PruningModifier:
             raise OverPruneError(f'criterion {self.criterion.registry_name} scores none of the prunable groups')
         current = {gi: session.group_keep[gi].copy() for gi in scores}
         goal = self.current_target(fraction)
-        if self.target.kind == 'sparsity' and goal <= 0:
+        if self.target.kind == 'sparsity' and goal <= 0 and not self.ratios:
             return current
-        counts = self._search(session, scores, current, goal)
+        counts = self._search(session, scores, current, goal, fraction)
         return {gi: _keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
 
     def _limits(self, size: int, kept_now: int) -> tuple:
@@ -229,10 +230,12 @@ class PruningModifier:
         return min(lo, kept_now), kept_now
 
     def _round(self, n_keep: int, size: int, lo: int, hi: int) -> int:
+        """Clamps to the limits first, then rounds up to a multiple of round_to (never above what is kept now)."""
+        n_keep = max(lo, n_keep)
         r = self.round_to
         if r > 1 and size >= r:
-            n_keep = min(size, int(np.ceil(n_keep / r)) * r)
-        return int(min(hi, max(lo, n_keep)))
+            n_keep = int(np.ceil(n_keep / r)) * r
+        return int(min(hi, n_keep))
 
     def _counts_for_ratio(self, sizes, kept, ratio_of) -> Dict[int, int]:
         out = {}
@@ -263,12 +266,11 @@ class PruningModifier:
     def _met(self, value: float, goal: float) -> bool:
         return value >= goal - 1e-9 if self.target.kind == 'sparsity' else value <= goal + 1e-9
 
-    def _search(self, session, scores, current, goal) -> Dict[int, int]:
+    def _search(self, session, scores, current, goal, fraction) -> Dict[int, int]:
         sizes = {gi: session.group_size[gi] for gi in scores}
         kept = {gi: int(current[gi].sum()) for gi in scores}
         if self.scope == 'local' and self.ratios:
-            ratio_of = self._layerwise_ratio(session, goal)
-            return self._counts_for_ratio(sizes, kept, ratio_of)
+            return self._counts_for_ratio(sizes, kept, self._layerwise_ratio(session, goal, fraction))
         if self.scope == 'local':
             fn = lambda x: self._counts_for_ratio(sizes, kept, lambda gi: x)  # noqa: E731
             lo_x, hi_x = 0.0, 1.0
@@ -305,16 +307,16 @@ class PruningModifier:
                 lo_i = mid
         return fn(hi_i)
 
-    def _layerwise_ratio(self, session, goal_sparsity: float):
-        scale = goal_sparsity / self.target.value if self.target.kind == 'sparsity' and self.target.value else 1.0
-
+    def _layerwise_ratio(self, session, goal: float, fraction: float):
+        """Groups whose producing layers match a pattern take its ratio (times the schedule's fraction); the
+        others take the sparsity target (or nothing, when the target is MACs or parameters)."""
         def ratio_of(gi):
             g = session.groups_by_index[gi]
             names = [m.layer.path for m in g.producers] + [m.layer.block.name for m in g.producers]
             for pattern, r in self.ratios.items():
                 if _match(pattern, names):
-                    return r * scale
-            return goal_sparsity if self.target.kind == 'sparsity' else 0.0
+                    return r * fraction
+            return goal if self.target.kind == 'sparsity' else 0.0
         return ratio_of
 
     # --- unstructured

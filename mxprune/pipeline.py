@@ -13,7 +13,7 @@ import mxnet as mx
 from . import data as data_mod
 from . import io, recipe as recipe_mod, train as train_mod, zoo
 from .config import to_dict
-from .errors import RecipeError
+from .errors import ModelError, RecipeError
 from .version import __version__
 
 
@@ -68,13 +68,20 @@ class Setup:
     run: RunFolder
     data_root: str
     progress: bool = True
+    resumed: bool = False
 
 
 def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None, resume: bool = False,
           progress: bool = True, threads_note: str = '', num_parts: int = 1, part_index: int = 0) -> Setup:
     """Validates what the recipe names (model, contexts, data) before creating the run folder."""
     zoo.check_name(recipe.model.name)
+    pretrained = recipe.model.pretrained
+    if pretrained and pretrained != 'zoo' and not os.path.isfile(pretrained):
+        raise ModelError(f'model.pretrained: {pretrained} not found (relative paths are read from '
+                         f'{os.getcwd()}); give a .params file, or "zoo" for GluonCV\'s published weights')
     ctx = train_mod.parse_ctx(recipe.train.ctx)
+    for section in ('finetune', 'sparsity'):
+        train_mod.parse_ctx(getattr(recipe, section).ctx)
     root = data_mod.resolve_root(recipe.data.dataset, recipe.data.root, data_dir)
     train_loader, test_loader, classes = data_mod.build_loaders(
         recipe.data, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
@@ -83,7 +90,7 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     run.log({'event': 'start', 'resume': resume, 'mxprune': __version__, 'mxnet': mx.__version__,
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
              'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples})
-    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress)
+    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume)
 
 
 def build_net(s: Setup) -> mx.gluon.HybridBlock:
@@ -96,15 +103,21 @@ def build_net(s: Setup) -> mx.gluon.HybridBlock:
 
 
 def train_dense(s: Setup, net: Optional[mx.gluon.HybridBlock] = None) -> mx.gluon.HybridBlock:
-    """Trains (or resumes) the dense baseline for train.epochs; writes dense.params and returns the net."""
+    """Trains (or resumes) the dense baseline for train.epochs; writes dense.params and returns the net.
+
+    With train.epochs 0 the model's pretrained weights are the baseline.
+    """
     net = net or build_net(s)
     final = s.run.file('dense.params')
     if os.path.exists(final):
         zoo.load_params(net, final, s.ctx)
         return net
-    train_mod.fit(net, s.train_loader, s.test_loader, s.recipe.train, s.ctx, s.run.path, phase='dense',
-                  classes=s.classes, resume=True, progress=s.progress, log=s.run.log,
-                  mixup_off_epochs=s.recipe.data.augment.mixup_off_epochs)
+    if s.recipe.train.epochs > 0:
+        train_mod.fit(net, s.train_loader, s.test_loader, s.recipe.train, s.ctx, s.run.path, phase='dense',
+                      classes=s.classes, resume=True, progress=s.progress, log=s.run.log,
+                      mixup_off_epochs=s.recipe.data.augment.mixup_off_epochs)
+    else:
+        net(mx.nd.zeros(input_shape_of(s.recipe), ctx=s.ctx[0]))
     mx.nd.waitall()
     io.write_with(final, net.save_parameters)
     return net
@@ -119,3 +132,294 @@ def finish_dense(s: Setup, net: mx.gluon.HybridBlock, started: float) -> Dict[st
     io.write_json(s.run.file('report.json'), report)
     s.run.log({'event': 'done', **report})
     return report
+
+
+def input_shape_of(recipe: recipe_mod.Recipe, batch: int = 1) -> tuple:
+    return (batch, 3, recipe.model.input_size, recipe.model.input_size)
+
+
+def classes_of(recipe: recipe_mod.Recipe) -> int:
+    return recipe.model.classes or data_mod.dataset_info(recipe.data.dataset).classes
+
+
+def fresh_model(recipe: recipe_mod.Recipe, ctx: Optional[list] = None) -> mx.gluon.HybridBlock:
+    """An initialised model of the recipe's architecture with its deferred shapes resolved."""
+    net = zoo.get_model(recipe.model.name, classes=classes_of(recipe), ctx=ctx)
+    net(mx.nd.zeros(input_shape_of(recipe), ctx=(ctx or [mx.cpu()])[0]))
+    return net
+
+
+def load_run(run_dir: str, ctx: Optional[list] = None):
+    """The dense and the pruned nets of a finished run folder (pruned is None if the run has no pruned model).
+
+    Returns:
+        (recipe, dense_net, pruned_net, plan)
+    """
+    from .shrink import load_pruned
+    saved = os.path.join(run_dir, 'recipe.yaml')
+    if not os.path.isfile(saved):
+        raise RecipeError(f'{run_dir}: not a run folder (no recipe.yaml)')
+    rec = recipe_mod.from_mapping(recipe_mod.load_yaml(saved), saved)
+    dense = fresh_model(rec, ctx)
+    dense_params = os.path.join(run_dir, 'dense.params')
+    if os.path.isfile(dense_params):
+        zoo.load_params(dense, dense_params, ctx or [mx.cpu()])
+    pruned, plan = None, None
+    if os.path.isfile(os.path.join(run_dir, 'pruned.params')):
+        pruned = fresh_model(rec, ctx)
+        plan = load_pruned(pruned, os.path.join(run_dir, 'pruned'), ctx)
+    return rec, dense, pruned, plan
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The main job: dense -> (sparsity training) -> pruning with fine-tuning -> shrink -> evaluate -> export -> measure
+
+
+class State:
+    """Small facts a resumed run must not recompute (dense accuracy, phase times), in state.json."""
+
+    def __init__(self, run: RunFolder):
+        self.path = run.file('state.json')
+        self.data: Dict[str, Any] = {}
+        if os.path.exists(self.path):
+            import json
+            with open(self.path, encoding='utf-8') as f:
+                self.data = json.load(f)
+
+    def get(self, key: str, default=None):
+        return self.data.get(key, default)
+
+    def set(self, key: str, value) -> None:
+        self.data[key] = value
+        io.write_json(self.path, self.data)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        times = self.data.setdefault('seconds', {})
+        times[phase] = round(times.get(phase, 0.0) + seconds, 1)
+        io.write_json(self.path, self.data)
+
+
+def _distiller(s: Setup):
+    """(extra_loss, ce_weight) for knowledge distillation from the dense model, or (None, 1.0)."""
+    d = s.recipe.distill
+    if d.alpha <= 0:
+        return None, 1.0
+    teacher = fresh_model(s.recipe, s.ctx)
+    zoo.load_params(teacher, s.run.file('dense.params'), s.ctx)
+    teacher.hybridize(static_alloc=True, static_shape=True)
+    t = d.temperature
+
+    def extra_loss(x, out):
+        with mx.autograd.pause():
+            soft = mx.nd.softmax(teacher(x) / t)
+        return -d.alpha * t * t * (soft * mx.nd.log_softmax(out / t)).sum(axis=1)
+    return extra_loss, 1.0 - d.alpha
+
+
+def _fit(s: Setup, net, cfg, phase: str, **kw):
+    return train_mod.fit(net, s.train_loader, s.test_loader, cfg, s.ctx, s.run.path, phase=phase,
+                         classes=s.classes, resume=True, progress=s.progress, log=s.run.log, **kw)
+
+
+def sparsity_phase(s: Setup, net) -> mx.gluon.HybridBlock:
+    """Training with the recipe's regularisers (e.g. L1 on BN gammas for network slimming); writes sparse.params."""
+    from .session import Session
+    final = s.run.file('sparse.params')
+    if os.path.exists(final):
+        zoo.load_params(net, final, s.ctx)
+        return net
+    regs = [r.build() for r in s.recipe.regularizers]
+    session = Session(net, input_shape_of(s.recipe), len(s.train_loader), [], regs)
+    cfg = s.recipe.sparsity
+
+    def trainer():
+        t = train_mod.make_trainer(net, cfg, s.ctx)
+        session.bind_trainer(t)
+        return t
+    _fit(s, net, cfg, 'sparsity', hooks=[session], trainer_factory=trainer, on_checkpoint=session.save_state,
+         on_resume=session.load_state)
+    mx.nd.waitall()
+    io.write_with(final, net.save_parameters)
+    return net
+
+
+def prune_phase(s: Setup, net):
+    """Pruning on schedule with fine-tuning; shrinks as soon as the last structured update is done.
+
+    Returns:
+        (pruned net, plan, per-layer report of the masked net, session summary)
+    """
+    from . import shrink as shrink_mod
+    from .session import Session
+    rec = s.recipe
+    shape = input_shape_of(rec)
+    spe = len(s.train_loader)
+    epochs = rec.finetune.epochs
+    extra_loss, ce_weight = _distiller(s)
+    state = State(s.run)
+    final_prefix = s.run.file('pruned')
+    if os.path.exists(final_prefix + '.params') and os.path.exists(final_prefix + '.plan.json'):
+        net = fresh_model(rec, s.ctx)
+        plan = shrink_mod.load_pruned(net, final_prefix, s.ctx)
+        net.hybridize(static_alloc=True, static_shape=True)
+        return net, plan, state.get('layers'), state.get('prune_summary')
+
+    shrunk_prefix = s.run.file('shrunk')
+    if os.path.exists(shrunk_prefix + '.params'):  # the masked part is done: continue on the small net
+        net = fresh_model(rec, s.ctx)
+        plan = shrink_mod.load_pruned(net, shrunk_prefix, s.ctx)
+        split = state.get('shrunk_at_epoch')
+    else:
+        mods = [c.build() for c in rec.pruning]
+        session = Session(net, shape, spe, mods)
+        structured = all(m.structured for m in mods)
+        last = max(m.schedule.last_update(spe) for m in mods)
+        if structured and last % spe == 0 and last // spe < epochs:
+            split = last // spe  # shrink right when the last update is done, at an epoch boundary
+        elif structured and last < epochs * spe:
+            split = last // spe + 1
+        else:
+            split = epochs
+
+        def trainer():
+            t = train_mod.make_trainer(net, rec.finetune, s.ctx)
+            session.bind_trainer(t)
+            return t
+        if split > 0:
+            _fit(s, net, rec.finetune, 'prune', hooks=[session], trainer_factory=trainer,
+                 on_checkpoint=session.save_state, on_resume=session.load_state, until=split,
+                 extra_loss=extra_loss, ce_weight=ce_weight)
+            ck = train_mod.Checkpointer(s.run.path, 'prune')
+            if ck.latest() and session.step == 0:  # resumed past the end of this phase
+                ck.load(net, s.ctx)
+                session.load_state(ck.folder())
+        else:
+            batches = max(c.score_batches for c in rec.pruning)
+            if any(m.criterion.needs_grad for m in mods) and batches:
+                session.accumulate(_take(s.train_loader.epoch(0), batches), mx.gluon.loss.SoftmaxCrossEntropyLoss(),
+                                   s.ctx)
+        session.catch_up()
+        layers = session.layer_report()
+        summary = {**session.sparsity(), 'history': session.history,
+                   'graph': session.graph.summary(), 'unsupported': session.graph.unsupported}
+        state.set('layers', layers)
+        state.set('prune_summary', summary)
+        net, plan = session.finalize(shrink=any(m.structured for m in mods))
+        if plan is None:
+            plan = shrink_mod.Plan(shape, {}, type(net).__name__)
+        shrink_mod.save_pruned(net, plan, shrunk_prefix)
+        state.set('shrunk_at_epoch', split)
+        s.run.log({'event': 'shrunk', 'epoch': split, 'groups_cut': len(plan.groups),
+                   'macs_ratio': summary['macs_ratio']})
+    if split < epochs:
+        net.hybridize(static_alloc=True, static_shape=True)
+        _fit(s, net, rec.finetune, 'finetune', start_epoch=split, extra_loss=extra_loss, ce_weight=ce_weight)
+    shrink_mod.save_pruned(net, plan, final_prefix)
+    return net, plan, state.get('layers'), state.get('prune_summary')
+
+
+def _take(it, n: int):
+    for i, item in enumerate(it):
+        if i >= n:
+            break
+        yield item
+
+
+def measure(s: Setup, dense, pruned) -> Dict[str, Any]:
+    """Accuracy, MACs and parameters of both nets."""
+    from . import flops as flops_mod
+    from .graph import DependencyGraph
+    shape = input_shape_of(s.recipe)
+    out = {}
+    for name, net in (('dense', dense), ('pruned', pruned)):
+        ev = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc=f'{name} eval')
+        count = flops_mod.dense(DependencyGraph.trace(net, shape))
+        out[name] = {'top1': ev['top1'], 'top5': ev['top5'], 'test_loss': ev['loss'], 'test_images': ev['n'],
+                     'macs': count.macs, 'params': count.params}
+    return out
+
+
+def run_prune(s: Setup, started: float) -> Dict[str, Any]:
+    """The whole job for one recipe; returns the report (also written to report.json)."""
+    from . import benchmark as bench_mod
+    from . import export as export_mod
+    from .shrink import load_pruned
+    rec = s.recipe
+    state = State(s.run)
+    tic = time.time()
+    net = train_dense(s)
+    state.add_time('dense', time.time() - tic)
+    if rec.regularizers:
+        tic = time.time()
+        net = sparsity_phase(s, net)
+        state.add_time('sparsity', time.time() - tic)
+    if not rec.pruning:
+        return finish_dense(s, net, started)
+    tic = time.time()
+    pruned, plan, layers, summary = prune_phase(s, net)
+    state.add_time('prune+finetune', time.time() - tic)
+    dense = fresh_model(rec, s.ctx)
+    zoo.load_params(dense, s.run.file('dense.params'), s.ctx)
+    dense.hybridize(static_alloc=True, static_shape=True)
+    report: Dict[str, Any] = {'model': rec.model.name, 'dataset': rec.data.dataset,
+                              'criteria': [p.criterion for p in rec.pruning],
+                              'granularity': [p.granularity for p in rec.pruning]}
+    report.update(measure(s, dense, pruned))
+    report['ratios'] = {'macs': report['pruned']['macs'] / report['dense']['macs'],
+                        'params': report['pruned']['params'] / report['dense']['params']}
+    if summary:
+        report['pruned']['masked_weight_sparsity'] = summary.get('masked_weight_sparsity')
+        report['pruned']['effective_macs'] = summary.get('macs')
+        report['ratios']['effective_macs'] = summary.get('macs_ratio')
+    report['groups_cut'] = len(plan.groups)
+    report['layers'] = layers
+    if rec.benchmark.enabled:
+        tic = time.time()
+        d, p = fresh_model(rec, [mx.cpu()]), fresh_model(rec, [mx.cpu()])
+        zoo.load_params(d, s.run.file('dense.params'), [mx.cpu()])
+        load_pruned(p, s.run.file('pruned'), [mx.cpu()])
+        report['speed'] = bench_mod.speedup(d, p, input_shape_of(rec), batches=rec.benchmark.batches,
+                                            macs_ratio=report['ratios']['macs'],
+                                            backend='auto' if rec.benchmark.backend == 'auto' else None,
+                                            repeats=rec.benchmark.repeats)
+        state.add_time('benchmark', time.time() - tic)
+    if rec.export.enabled:
+        files = export_mod.export_symbol(pruned, s.run.file(os.path.join('export', 'model')),
+                                         input_shape_of(rec, rec.export.batch))
+        report['export'] = files
+        if rec.export.onnx:
+            path, diff = export_mod.export_onnx(s.run.file(os.path.join('export', 'model')),
+                                                input_shape_of(rec, rec.export.batch))
+            report['export']['onnx'] = path
+            report['export']['onnx_runtime_diff'] = diff
+    report['files'] = {'plan': s.run.file('pruned.plan.json'), 'pruned_params': s.run.file('pruned.params'),
+                       'dense_params': s.run.file('dense.params')}
+    report['seconds'] = State(s.run).get('seconds', {})  # per phase, summed over resumed invocations
+    report['wall_time_s'] = round(time.time() - started, 1)  # this invocation
+    report['resumed'] = bool(s.resumed)
+    try:
+        from . import plots
+        report['plots'] = plots.run_plots(s.run.path, report)
+    except ImportError:
+        report['plots'] = {}
+    io.write_json(s.run.file('report.json'), report)
+    s.run.log({'event': 'done', 'top1_dense': report['dense']['top1'], 'top1_pruned': report['pruned']['top1'],
+               'macs_ratio': report['ratios']['macs']})
+    return report
+
+
+def summary_table(report: Dict[str, Any]) -> str:
+    d, p = report['dense'], report['pruned']
+    rows = [('test top-1', f'{d["top1"]:.4f}', f'{p["top1"]:.4f}'),
+            ('test top-5', f'{d["top5"]:.4f}', f'{p["top5"]:.4f}'),
+            ('MACs (M)', f'{d["macs"] / 1e6:.2f}', f'{p["macs"] / 1e6:.2f} ({report["ratios"]["macs"]:.3f}x)'),
+            ('params (M)', f'{d["params"] / 1e6:.3f}', f'{p["params"] / 1e6:.3f} ({report["ratios"]["params"]:.3f}x)')]
+    if p.get('masked_weight_sparsity') and report['groups_cut'] == 0:
+        rows.append(('zero weights', '0', f'{p["masked_weight_sparsity"]:.3f} of masked layers'))
+    for b, row in report.get('speed', {}).get('batches', {}).items():
+        rows.append((f'latency batch {b} (ms)', f'{row["dense_ms"]:.2f}',
+                     f'{row["pruned_ms"]:.2f} ({row["speedup"]:.2f}x faster)'))
+    rows.append(('wall time (s)', '', f'{report["wall_time_s"]:.0f}'))
+    w = max(len(r[0]) for r in rows)
+    lines = [f'{"":{w}}  {"dense":>14}  pruned', *[f'{a:{w}}  {b:>14}  {c}' for a, b, c in rows]]
+    return '\n'.join(lines)

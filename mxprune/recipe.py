@@ -12,6 +12,7 @@ import yaml
 
 from .config import from_dict, spec, to_dict
 from .errors import RecipeError
+from .modifiers import PruningConfig, RegularizerConfig
 
 RECIPE_VERSION = 1
 
@@ -75,13 +76,66 @@ class TrainConfig:
                               f'value <= epochs ({self.epochs})')
 
 
+def _finetune_defaults() -> TrainConfig:
+    return TrainConfig(epochs=2, lr=0.01, warmup_epochs=0.0)
+
+
+def _sparsity_defaults() -> TrainConfig:
+    return TrainConfig(epochs=0, lr=0.01, warmup_epochs=0.0)
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    alpha: float = spec(0.0, lo=0.0, hi=1.0, help='weight of the distillation loss (0 = off); CE gets 1 - alpha')
+    temperature: float = spec(4.0, lo=0.0, lo_open=True, hi=100.0)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    enabled: bool = spec(True, help='write -symbol.json + .params, re-imported and compared')
+    onnx: bool = spec(False, help='also write ONNX (needs the onnx extra)')
+    batch: int = spec(1, lo=1, hi=4096, help='batch size of the export check')
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    enabled: bool = spec(True, help='measure dense vs pruned inference speed')
+    batches: List[int] = spec(factory=lambda: [1, 64])
+    repeats: int = spec(5, lo=1, hi=1000)
+    backend: str = spec('auto', choices=('auto', 'plain'), help='auto: fused oneDNN graph when available')
+
+    def check(self, where: str, path: str) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise RecipeError(f'{where}: {path}.batches: {self.batches!r} is not allowed; expected positive '
+                              f'batch sizes')
+
+
 @dataclasses.dataclass
 class Recipe:
     version: int = spec(choices=(RECIPE_VERSION,))
     model: ModelConfig = spec(help='what to prune')
     data: DataConfig = spec(factory=DataConfig)
-    train: TrainConfig = spec(factory=TrainConfig, help='dense training (skipped when model.pretrained is set '
-                                                        'and train.epochs is 0)')
+    train: TrainConfig = spec(factory=TrainConfig, help='dense training (0 epochs: use model.pretrained as is)')
+    regularizers: List[RegularizerConfig] = spec(factory=list, help='sparsity training, in the sparsity phase')
+    sparsity: TrainConfig = spec(factory=_sparsity_defaults, help='training with the regularizers, after dense')
+    pruning: List[PruningConfig] = spec(factory=list, help='modifiers; their epochs count from the fine-tuning start')
+    finetune: TrainConfig = spec(factory=_finetune_defaults, help='training while and after pruning')
+    distill: DistillConfig = spec(factory=DistillConfig, help='knowledge distillation from the dense model')
+    export: ExportConfig = spec(factory=ExportConfig)
+    benchmark: BenchmarkConfig = spec(factory=BenchmarkConfig)
+
+    def check(self, where: str, path: str) -> None:
+        if self.train.epochs == 0 and not self.model.pretrained:
+            raise RecipeError(f'{where}: train.epochs: 0 is not allowed without model.pretrained; expected a number '
+                              f'of dense epochs or a pretrained model')
+        if self.regularizers and self.sparsity.epochs == 0:
+            raise RecipeError(f'{where}: sparsity.epochs: 0 is not allowed with regularizers; expected the number '
+                              f'of sparsity-training epochs')
+        for i, m in enumerate(self.pruning):
+            last = m.schedule.epoch if m.schedule.kind == 'oneshot' else m.schedule.end_epoch
+            if last > self.finetune.epochs:
+                raise RecipeError(f'{where}: pruning[{i}].schedule: ends at epoch {last} but finetune.epochs is '
+                                  f'{self.finetune.epochs}; expected the schedule to end within fine-tuning')
 
 
 def parse_override(text: str) -> tuple:

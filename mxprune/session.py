@@ -26,6 +26,7 @@ from . import flops as flops_mod
 from . import masks as masks_mod
 from .errors import MxPruneError
 from .graph import DependencyGraph, Layer
+from .graph.core import finish_init
 from .modifiers import PruningModifier, Regularizer
 
 
@@ -49,7 +50,7 @@ class Session:
         self.net, self.input_shape, self.steps_per_epoch = net, tuple(input_shape), steps_per_epoch
         self.modifiers, self.regularizers = list(modifiers), list(regularizers)
         self.trainer = trainer
-        _finish_init(net, self.input_shape)
+        finish_init(net, self.input_shape)
         self.graph = DependencyGraph.trace(net, self.input_shape)
         self.dense_count = flops_mod.dense(self.graph)
         for m in self.modifiers:
@@ -117,6 +118,18 @@ class Session:
     def after_update(self) -> None:
         self.step += 1
 
+    def catch_up(self) -> None:
+        """Applies updates due at the current step when no further step will come (end of training)."""
+        due = [m for m in self.modifiers if m.schedule.is_update(self.step, self.steps_per_epoch)]
+        if due:
+            self._update(due)
+
+    def last_update_epoch(self) -> float:
+        """The epoch (in steps_per_epoch units) of the last scheduled mask update."""
+        if not self.modifiers:
+            return 0.0
+        return max(m.schedule.last_update(self.steps_per_epoch) for m in self.modifiers) / self.steps_per_epoch
+
     # --- pruning
     def _grad_layers(self, mod: PruningModifier) -> List[Layer]:
         if mod.structured:
@@ -177,14 +190,19 @@ class Session:
             mask *= keep
         return mask
 
-    def apply_masks(self, zero_grads: bool = False) -> None:
-        """Writes every layer's mask; zeroes masked weights, their momentum (and gradients)."""
+    def apply_masks(self, zero_grads: bool = False, zero_weights: bool = True) -> None:
+        """Writes every layer's mask; zeroes masked weights, their momentum (and gradients).
+
+        zero_weights=False only masks (the raw weights stay, so masks can be lifted again: sensitivity analysis).
+        """
         for layer in self.masked:
             mask = self.layer_mask(layer)
             current = masks_mod.mask_of(layer.block)
             if np.array_equal(current, mask):
                 continue
-            masks_mod.set_mask(layer.block, mask, zero_weights=True)
+            masks_mod.set_mask(layer.block, mask, zero_weights=zero_weights)
+            if not zero_weights:
+                continue
             self._zero_optimizer_state(layer, mask)
             if zero_grads:
                 p = layer.params['weight']
@@ -301,14 +319,3 @@ class Session:
         masks_mod.clear_cached(self.net)
         self.masked = []
         return self.net, None
-
-
-def _finish_init(net: mx.gluon.HybridBlock, input_shape: Tuple[int, ...]) -> None:
-    params = list(net.collect_params().values())
-    if not params:
-        raise MxPruneError(f'{type(net).__name__} has no parameters to prune')
-    if any(p._data is None and not p._deferred_init for p in params):
-        raise MxPruneError(f'{type(net).__name__} is not initialised: call net.initialize() (or load weights) first')
-    if any(p._data is None for p in params):
-        ctx = next(p for p in params if p._deferred_init)._deferred_init[1][0]
-        net(mx.nd.zeros(input_shape, ctx=ctx))

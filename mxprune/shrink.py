@@ -20,6 +20,7 @@ from . import io
 from . import masks as masks_mod
 from .errors import ModelError, MxPruneError
 from .graph import DependencyGraph
+from .graph.core import finish_init
 
 PLAN_VERSION = 1
 
@@ -148,8 +149,7 @@ def load_pruned(net: mx.gluon.HybridBlock, prefix_or_params: str, ctx: Optional[
     plan_path = plan_path or params[:-len('.params')] + '.plan.json'
     plan = Plan.load(plan_path)
     ctx = list(ctx or [mx.cpu()])
-    from .session import _finish_init
-    _finish_init(net, plan.input_shape)
+    finish_init(net, plan.input_shape)
     apply_plan(net, plan)
     if not os.path.isfile(params):
         raise ModelError(f'{params}: parameter file not found')

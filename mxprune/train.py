@@ -67,17 +67,38 @@ def trainable(net: gluon.Block) -> Dict[str, gluon.Parameter]:
     return {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
 
 
+class NAG(mx.optimizer.NAG):
+    """Nesterov momentum that never writes the weight it is reading.
+
+    MXNet 1.9's nag_mom_update, called with out=weight as mx.optimizer.NAG does, uses the already-updated weight in
+    the momentum's weight-decay term when out and weight share memory, and the old weight when they do not;
+    which one happens depends on the array's oneDNN storage layout, i.e. on the history of the process (measured:
+    an uninterrupted and a resumed run drifted apart by 1e-5 relative per step). Computing into a new array and
+    copying it back gives the documented update every time, so resumed runs stay bit-identical.
+    """
+
+    def _update_impl(self, index, weight, grad, state, multi_precision=False):
+        if multi_precision or state is None:
+            return super()._update_impl(index, weight, grad, state, multi_precision)
+        self._update_count(index)
+        kwargs = {'rescale_grad': self.rescale_grad, 'momentum': self.momentum}
+        if self.clip_gradient:
+            kwargs['clip_gradient'] = self.clip_gradient
+        new = mx.nd.nag_mom_update(weight, grad, state, lr=self._get_lr(index), wd=self._get_wd(index), **kwargs)
+        weight[:] = new
+
+
 def make_trainer(net: gluon.Block, cfg, ctx: Sequence[mx.Context], kvstore=None) -> gluon.Trainer:
     params = trainable(net)
     if cfg.no_wd:
         for name, p in params.items():
             if name.endswith(('_gamma', '_beta', '_bias')):
                 p.wd_mult = 0.0
-    opt = {'sgd': 'sgd', 'nag': 'nag'}[cfg.optimizer]
+    hyper = {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd}
+    opt = NAG(**hyper) if cfg.optimizer == 'nag' else mx.optimizer.SGD(**hyper)
     if kvstore is None:
         kvstore = 'device' if len(ctx) > 1 else None
-    return gluon.Trainer(params, opt, {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
-                         kvstore=kvstore, update_on_kvstore=False if kvstore is not None else None)
+    return gluon.Trainer(params, opt, kvstore=kvstore, update_on_kvstore=False if kvstore is not None else None)
 
 
 def optimizer_states(trainer: gluon.Trainer) -> Dict[str, mx.nd.NDArray]:
@@ -94,17 +115,20 @@ def optimizer_states(trainer: gluon.Trainer) -> Dict[str, mx.nd.NDArray]:
 
 
 def load_optimizer_states(trainer: gluon.Trainer, states: Dict[str, mx.nd.NDArray]) -> None:
+    """Restores momentum buffers, already on each device and marked synced: the Updater then takes the same
+    (aggregated) update path as in an uninterrupted run, which keeps a resumed run bit-identical."""
     by_name = {p.name: i for i, p in enumerate(trainer._params)}
     unknown = [k for k in states if k not in by_name]
     if unknown:
         raise MxPruneError(f'optimizer state for {unknown[0]!r} matches no trained parameter')
     if not trainer._kv_initialized:
         trainer._init_kvstore()
-    for updater in trainer._updaters:
+    for k, updater in enumerate(trainer._updaters):
         for name, arr in states.items():
             i = by_name[name]
-            updater.states[i] = arr.copy()
-            updater.states_synced[i] = False  # moved to the weight's context on first use
+            ctx = trainer._params[i].list_ctx()
+            updater.states[i] = arr.as_in_context(ctx[k % len(ctx)]).copy()
+            updater.states_synced[i] = True
 
 
 class Checkpointer:
@@ -121,7 +145,8 @@ class Checkpointer:
         with open(self.pointer, encoding='utf-8') as f:
             return json.load(f)
 
-    def save(self, net: gluon.Block, trainer: Optional[gluon.Trainer], meta: dict, extra: Optional[dict] = None):
+    def save(self, net: gluon.Block, trainer: Optional[gluon.Trainer], meta: dict,
+             extra: Optional[Callable[[str], None]] = None):
         mx.nd.waitall()  # BN statistics of the last step land asynchronously
         name = f'{self.phase}-e{meta["epoch"]:04d}'
         final = os.path.join(self.root, name)
@@ -133,9 +158,8 @@ class Checkpointer:
         if trainer is not None:
             states = optimizer_states(trainer)
             mx.nd.save(os.path.join(tmp, 'optimizer.states'), states) if states else None
-        for fname, obj in (extra or {}).items():
-            with open(os.path.join(tmp, fname), 'w', encoding='utf-8') as f:
-                json.dump(obj, f)
+        if extra is not None:
+            extra(tmp)  # more state (the pruning session's) written into the same checkpoint folder
         with open(os.path.join(tmp, 'meta.json'), 'w', encoding='utf-8') as f:
             json.dump(meta, f)
         io.publish_dir(tmp, final)
@@ -224,7 +248,8 @@ def _finite_or_raise(value: float, what: str, step: int, epoch: int, ckpt: Optio
 def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequence[mx.Context], epoch: int,
                 epochs: int, *, classes: int, hooks: Iterable[Hooks] = (), progress: bool = True,
                 desc: str = 'train', last_ckpt: Optional[str] = None,
-                extra_loss: Optional[Callable] = None, mixup: bool = True) -> Dict[str, float]:
+                extra_loss: Optional[Callable] = None, mixup: bool = True,
+                ce_weight: float = 1.0) -> Dict[str, float]:
     """One epoch of SGD/NAG over the loader; returns mean loss, accuracy, images/s.
 
     Syncs only every cfg.log_interval steps (metrics are summed on the device in between).
@@ -262,7 +287,7 @@ def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequ
                         soft = True
                     loss = soft_loss(out, yi) if soft else sparse_loss(out, yi)
                     if extra_loss is not None:
-                        loss = loss + extra_loss(xi, out)
+                        loss = ce_weight * loss + extra_loss(xi, out)
                     losses.append(loss)
             autograd.backward(losses)
             for h in hooks:
@@ -300,9 +325,10 @@ def check_weights(net: gluon.Block, step: int, epoch: int, last_ckpt: Optional[s
 def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Context], run_dir: str, *,
         phase: str = 'train', classes: int, epochs: Optional[int] = None, hooks: Sequence[Hooks] = (),
         resume: bool = True, progress: bool = True, log: Optional[Callable[[dict], None]] = None,
-        kvstore=None, extra_loss: Optional[Callable] = None, mixup_off_epochs: int = 0,
-        on_checkpoint: Optional[Callable[[], dict]] = None, on_resume: Optional[Callable[[str], None]] = None,
-        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None) -> List[dict]:
+        kvstore=None, extra_loss: Optional[Callable] = None, ce_weight: float = 1.0, mixup_off_epochs: int = 0,
+        start_epoch: int = 0,
+        on_checkpoint: Optional[Callable[[str], None]] = None, on_resume: Optional[Callable[[str], None]] = None,
+        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None, until: Optional[int] = None) -> List[dict]:
     """Trains for cfg.epochs (or `epochs`), evaluating and checkpointing after every epoch.
 
     Args:
@@ -316,40 +342,41 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
         hooks: objects with the Hooks methods (the pruning Session).
         resume: continue from this phase's last checkpoint if there is one.
         log: called with one dict per epoch.
-        extra_loss: f(x, out) -> per-sample loss added to cross-entropy (distillation).
-        on_checkpoint: returns extra JSON files {name: obj} to store in each checkpoint (session state).
-        on_resume: called with the checkpoint folder after a resume (to restore that state).
+        extra_loss: f(x, out) -> per-sample loss added to ce_weight x cross-entropy (distillation).
+        start_epoch: the first epoch when not resuming (a phase that continues another's LR schedule).
+        on_checkpoint: f(folder) writes more state into each checkpoint folder (the pruning session's).
+        on_resume: f(folder) after the checkpoint's parameters are loaded (to restore that state).
+        until: stop after this epoch (exclusive), keeping the LR schedule of `epochs` (a phase cut in two).
         trainer_factory: builds the Trainer (default make_trainer).
     """
     epochs = cfg.epochs if epochs is None else epochs
     make = trainer_factory or (lambda: make_trainer(net, cfg, ctx, kvstore))
     ck = Checkpointer(run_dir, phase)
     history: List[dict] = []
-    start = 0
+    start = start_epoch
     resuming = resume and ck.latest() is not None
     if resuming:
-        if on_resume is not None:
-            on_resume(ck.folder())  # e.g. re-apply a pruning plan so the saved shapes fit
         meta = ck.load(net, ctx)
+        if on_resume is not None:
+            on_resume(ck.folder())
         history = meta.get('history', [])
         start = meta['epoch'] + 1
     trainer = make()
     if resuming:
         ck.load_states(trainer)
-    for epoch in range(start, epochs):
+    for epoch in range(start, epochs if until is None else min(until, epochs)):
         seed_epoch(cfg.seed, epoch)
         mixup = epoch < epochs - mixup_off_epochs
         row = {'phase': phase, 'epoch': epoch}
         row.update(train_epoch(net, trainer, train_loader, cfg, ctx, epoch, epochs, classes=classes, hooks=hooks,
                                progress=progress, desc=phase, last_ckpt=ck.path(''), extra_loss=extra_loss,
-                               mixup=mixup))
+                               mixup=mixup, ce_weight=ce_weight))
         check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, ck.path(''))
         if test_loader is not None:
             ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval')
             row.update({'test_top1': ev['top1'], 'test_top5': ev['top5'], 'test_loss': ev['loss']})
         history.append(row)
-        ck.save(net, trainer, {'epoch': epoch, 'history': history},
-                extra=on_checkpoint() if on_checkpoint else None)
+        ck.save(net, trainer, {'epoch': epoch, 'history': history}, extra=on_checkpoint)
         if log is not None:
             log(row)
     return history

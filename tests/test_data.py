@@ -114,7 +114,7 @@ def test_crop_and_flip_match_gluoncv_per_image(slice64, monkeypatch):
     crop = RandomCrop(32, pad=4)
     for i in range(n):
         seq = iter([xs[i], ys[i]])  # mx.image.random_crop draws x0 then y0 with random.randint
-        monkeypatch.setattr(random, 'randint', lambda a, b: int(next(seq)))
+        monkeypatch.setattr(random, 'randint', lambda a, b, seq=seq: int(next(seq)))
         ref = crop(mx.nd.array(slice64.images[i], dtype='uint8'))
         if flips[i]:
             ref = mx.nd.image.flip_left_right(ref)
@@ -136,8 +136,8 @@ def test_random_erasing_matches_gluoncv(slice64, monkeypatch):
         area, aspect = (y1 - y0) * (x1 - x0), (y1 - y0) / (x1 - x0)
         uniforms = iter([0.0, area / 1024.0, aspect])
         corner = iter([int(y0), int(x0)])
-        monkeypatch.setattr(random, 'uniform', lambda a, b: next(uniforms))
-        monkeypatch.setattr(random, 'randint', lambda a, b: next(corner))
+        monkeypatch.setattr(random, 'uniform', lambda a, b, u=uniforms: next(u))
+        monkeypatch.setattr(random, 'randint', lambda a, b, c=corner: next(c))
         ref = er(mx.nd.array(slice64.images[i], dtype='uint8')).asnumpy()
         assert np.array_equal(ref, ours[i]), i
     assert (boxes[:, 1] > boxes[:, 0]).any()

@@ -27,7 +27,7 @@ LAYERS = [
     {'graph', 'layers', 'masks'},
     {'criteria', 'schedules'},
     {'modifiers', 'shrink', 'flops'},
-    {'session', 'recipe', 'export', 'cli'},
+    {'session', 'recipe', 'export', 'benchmark', 'cli'},
     {'zoo', 'data', 'train'},
     {'pipeline', 'sensitivity', 'latency', 'distributed', 'detection', 'robustness', 'plots'},
 ]
@@ -43,14 +43,18 @@ def _layer(mod):
 
 
 def _imports(path):
+    """Top-level mxprune modules a file imports (relative imports resolved against the file's package)."""
+    rel = os.path.relpath(path, os.path.join(ROOT, 'mxprune')).replace(os.sep, '/')
+    package = ['mxprune'] + rel.split('/')[:-1]
     tree = ast.parse(open(path, encoding='utf-8').read())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level >= 1:
-            if node.module:
-                yield node.module.split('.')[0]
-            else:
-                for a in node.names:
-                    yield a.name
+            base = package[:len(package) - (node.level - 1)]
+            names = [node.module] if node.module else [a.name for a in node.names]
+            for name in names:
+                full = base + name.split('.')
+                if len(full) > 1:
+                    yield full[1]
         elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('mxprune.'):
             yield node.module.split('.')[1]
         elif isinstance(node, ast.Import):

@@ -1,6 +1,4 @@
 import json
-import os
-from types import SimpleNamespace
 
 import mxnet as mx
 import numpy as np

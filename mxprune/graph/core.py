@@ -521,3 +521,15 @@ def _shape_table(js: dict, names: List[str], shapes: List[tuple]) -> Dict[Tuple[
             table[(nid, k)] = tuple(by_name[f'{base}{k}'])
             k += 1
     return table
+
+
+def finish_init(net: mx.gluon.HybridBlock, input_shape: Tuple[int, ...]) -> None:
+    """Completes deferred initialisation with one zero forward pass; refuses an uninitialised net."""
+    params = list(net.collect_params().values())
+    if not params:
+        raise MxPruneError(f'{type(net).__name__} has no parameters to prune')
+    if any(p._data is None and not p._deferred_init for p in params):
+        raise MxPruneError(f'{type(net).__name__} is not initialised: call net.initialize() (or load weights) first')
+    if any(p._data is None for p in params):
+        ctx = next(p for p in params if p._deferred_init)._deferred_init[1][0]
+        net(mx.nd.zeros(input_shape, ctx=ctx))
