@@ -4,9 +4,11 @@
 files with `gluon.SymbolBlock.imports` and with `mx.mod.Module`, compares their outputs to the live net's, writes a
 SHA-256 manifest and only then moves the files into place. The files need nothing but MXNet to load.
 """
+import contextlib
 import json
 import os
 import tempfile
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import mxnet as mx
@@ -19,12 +21,25 @@ from .errors import ModelError, MxPruneError
 TOLERANCE = 1e-4
 
 
+@contextlib.contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _first_output(out):
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def reload_symbolblock(symbol: str, params: str, x: mx.nd.NDArray) -> np.ndarray:
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         block = mx.gluon.SymbolBlock.imports(symbol, ['data'], params, ctx=x.context)
@@ -68,10 +83,22 @@ def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[
         net.export(tmp_prefix, epoch=0)
         tmp_sym, tmp_params = tmp_prefix + '-symbol.json', tmp_prefix + '-0000.params'
         worst = 0.0
+        module_env = {}
         if check:
             for how, fn in (('gluon.SymbolBlock.imports', reload_symbolblock), ('mx.mod.Module', reload_module)):
-                got = fn(tmp_sym, tmp_params, x)
-                diff = float(np.abs(got - expected).max())
+                diff = float(np.abs(fn(tmp_sym, tmp_params, x) - expected).max())
+                if not diff <= TOLERANCE and fn is reload_module:
+                    # MXNet 1.9.1's executor fuses with oneDNN subgraphs by default, and that fusion computes
+                    # pre-activation nets (cifar_resnet*_v2) wrongly even unpruned; without it the files are right.
+                    with _env(MXNET_SUBGRAPH_BACKEND='NONE'):
+                        plain = float(np.abs(fn(tmp_sym, tmp_params, x) - expected).max())
+                    if plain <= TOLERANCE:
+                        module_env = {'MXNET_SUBGRAPH_BACKEND': 'NONE'}
+                        warnings.warn(f'mx.mod.Module with MXNet\'s default oneDNN subgraph fusion reloads {prefix} '
+                                      f'with max abs diff {diff:.3g} (an MXNet 1.9 fusion bug, also without '
+                                      f'pruning); set MXNET_SUBGRAPH_BACKEND=NONE on the server (recorded in the '
+                                      f'manifest)')
+                        diff = plain
                 worst = max(worst, diff)
                 if not diff <= TOLERANCE:
                     raise MxPruneError(f'export check failed: {how} reloads {prefix} with max abs diff {diff:.3g} '
@@ -82,12 +109,14 @@ def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[
                    os.path.basename(final_params): io.sha256_file(tmp_params)}
         os.replace(tmp_sym, final_sym)
         os.replace(tmp_params, final_params)
-        io.write_json(manifest, {'files': digests, 'input_shape': list(input_shape), 'max_abs_diff': worst})
+        io.write_json(manifest, {'files': digests, 'input_shape': list(input_shape), 'max_abs_diff': worst,
+                                 'module_env': module_env})
     finally:
         for f in os.listdir(tmpdir):
             os.remove(os.path.join(tmpdir, f))
         os.rmdir(tmpdir)
-    return {'symbol': final_sym, 'params': final_params, 'manifest': manifest, 'max_abs_diff': str(worst)}
+    return {'symbol': final_sym, 'params': final_params, 'manifest': manifest, 'max_abs_diff': str(worst),
+            'module_env': module_env}
 
 
 def verify_manifest(prefix: str) -> None:
@@ -110,7 +139,6 @@ def load_exported(prefix: str, ctx: Optional[mx.Context] = None, verify: bool = 
     """Loads an export (after checking its manifest) as a SymbolBlock."""
     if verify:
         verify_manifest(prefix)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return mx.gluon.SymbolBlock.imports(prefix + '-symbol.json', ['data'], prefix + '-0000.params',

@@ -130,7 +130,25 @@ class Unknown(gluon.HybridBlock):
         return self.fc(F.mean(self.c(F.softmax(x, axis=1)), axis=(2, 3)))
 
 
-ALL = {'residual': Residual, 'concat': Concat, 'depthwise': Depthwise, 'flatten': FlattenDense,
+class SharedPool(gluon.HybridBlock):
+    """DLA-style head: one pooling block called on several levels (duplicate node names in the Symbol), the pooled
+    features flattened and concatenated into one Dense layer."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.l1 = conv_bn(6)
+            self.l2 = conv_bn(10, stride=2)
+            self.pool = nn.GlobalAvgPool2D()
+            self.fc = nn.Dense(4)
+
+    def hybrid_forward(self, F, x):
+        a = self.l1(x)
+        b = self.l2(a)
+        return self.fc(F.concat(F.flatten(self.pool(a)), F.flatten(self.pool(b)), dim=1))
+
+
+ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise, 'flatten': FlattenDense,
        'se': SqueezeExcite, 'unknown': Unknown}
 SHAPE = (2, 3, 16, 16)
 

@@ -12,7 +12,7 @@ from mxprune.graph import DependencyGraph, Selection
 from mxprune.modifiers import PruningModifier, Regularizer
 
 IN = (1,) + nets.SHAPE[1:]
-COUPLED = ['residual', 'concat', 'depthwise', 'flatten', 'se']
+COUPLED = ['residual', 'concat', 'depthwise', 'flatten', 'se', 'shared_pool']
 
 
 def session(net, **kw):
@@ -66,6 +66,13 @@ def test_squeeze_excitation_couples_gate_and_trunk():
     trunk = g.group_of('conv.0')
     assert g.group_of('se_up') is trunk
     assert any(m.layer.path == 'se_down' and m.role == 'in' for m in trunk.members)
+
+
+def test_a_block_called_twice_keeps_both_nodes_apart():
+    g = DependencyGraph.trace(nets.build('shared_pool'), IN)
+    fc_in = [m for grp in g.groups for m in grp.members if m.layer.path == 'fc' and m.role == 'in']
+    assert sorted((m.positions[0, 0], len(m.channels)) for m in fc_in) == [(0, 6), (6, 10)]
+    assert not g.unsupported
 
 
 def test_unknown_operator_is_reported_and_frozen():

@@ -403,7 +403,8 @@ class DependencyGraph:
                     is_layer = False
                     data = inputs
             view = _Node(t, nid, node, data, params, shapes)
-            rule = RULES.get(node['op'], unknown) if is_layer or node['op'] not in HANDLERS else unknown
+            computed_weight = node['op'] in HANDLERS and not is_layer and node['op'] != 'LeakyReLU'
+            rule = unknown if computed_weight else RULES.get(node['op'], unknown)
             outs = rule(t, view)
             for k, space in enumerate(outs):
                 t.spaces[(nid, k)] = space
@@ -504,21 +505,24 @@ class DependencyGraph:
 
 
 def _shape_table(js: dict, names: List[str], shapes: List[tuple]) -> Dict[Tuple[int, int], tuple]:
-    """Maps (node id, output index) to the inferred shape, from the internals' output names."""
-    by_name = dict(zip(names, shapes))
+    """Maps (node id, output index) to the inferred shape.
+
+    The internals list their outputs node by node in the JSON's topological order, so a cursor walks both together:
+    names alone are ambiguous when a Gluon block runs twice (both nodes are called e.g. 'pool0_fwd').
+    """
     table = {}
+    cursor = 0
     for nid, node in enumerate(js['nodes']):
         if node['op'] == 'null':
-            if node['name'] in by_name:
-                table[(nid, 0)] = tuple(by_name[node['name']])
+            if cursor < len(names) and names[cursor] == node['name']:
+                table[(nid, 0)] = tuple(shapes[cursor])
+                cursor += 1
             continue
         base = node['name'] + '_output'
-        if base in by_name:
-            table[(nid, 0)] = tuple(by_name[base])
-            continue
         k = 0
-        while f'{base}{k}' in by_name:
-            table[(nid, k)] = tuple(by_name[f'{base}{k}'])
+        while cursor < len(names) and (names[cursor] == base or names[cursor] == f'{base}{k}'):
+            table[(nid, k)] = tuple(shapes[cursor])
+            cursor += 1
             k += 1
     return table
 

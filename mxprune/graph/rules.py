@@ -31,7 +31,8 @@ def identity(t, n):
     for shape in n.out_shapes:
         if shape is not None and len(shape) >= 2 and space is not None and _channels(shape) == space.size:
             out.append(space)
-        else:
+        else:  # the layout does not pass: freeze what goes in, so no cut can cross this operator
+            t.freeze(space, f'{n.op} {n.name} changes the channel axis')
             out.append(t.opaque(shape, f'{n.op} {n.name} changes the channel axis'))
     return out
 
