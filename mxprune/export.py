@@ -97,7 +97,7 @@ def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[
                         warnings.warn(f'mx.mod.Module with MXNet\'s default oneDNN subgraph fusion reloads {prefix} '
                                       f'with max abs diff {diff:.3g} (an MXNet 1.9 fusion bug, also without '
                                       f'pruning); set MXNET_SUBGRAPH_BACKEND=NONE on the server (recorded in the '
-                                      f'manifest)')
+                                      f'manifest)', stacklevel=2)
                         diff = plain
                 worst = max(worst, diff)
                 if not diff <= TOLERANCE:

@@ -148,8 +148,8 @@ class SharedPool(gluon.HybridBlock):
         return self.fc(F.concat(F.flatten(self.pool(a)), F.flatten(self.pool(b)), dim=1))
 
 
-ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise, 'flatten': FlattenDense,
-       'se': SqueezeExcite, 'unknown': Unknown}
+ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise,
+       'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown}
 SHAPE = (2, 3, 16, 16)
 
 

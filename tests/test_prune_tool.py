@@ -54,6 +54,17 @@ def test_quickstart_end_to_end_on_a_slice(tmp_path, cifar_root):
     assert exp.returncode == 0 and 'max abs diff' in exp.stdout, exp.stderr[-2000:]
     bench = run_tool(['tools/benchmark.py', '--run', str(run), '--batches', '1,4', '--repeats', '1'])
     assert bench.returncode == 0 and 'speed-up' in bench.stdout, bench.stderr[-2000:]
+    derived = tmp_path / 'derived.yaml'
+    sens = run_tool(['tools/sensitivity.py', '--run', str(run), '--test-limit', '128', '--ratios', '0.5,0.75',
+                     '--target-macs', '0.7', '--write-recipe', str(derived), '--quiet'], {'MXPRUNE_DATA': cifar_root})
+    assert sens.returncode == 0, sens.stderr[-2000:]
+    import csv
+    rows = list(csv.DictReader(open(run / 'sensitivity' / 'sensitivity.csv')))
+    assert len(rows) == 2 * len({r['group'] for r in rows}) and (run / 'sensitivity' / 'sensitivity.png').exists()
+    derived_recipe = R.load(str(derived))
+    assert derived_recipe.pruning[0].ratios and derived_recipe.pruning[0].scope == 'local'
+    cmp = run_tool(['tools/compare.py', str(run), '--out', str(tmp_path / 'cmp.png')])
+    assert cmp.returncode == 0 and (tmp_path / 'cmp.png').exists() and 'pruned top-1' in cmp.stdout
 
 
 BASE = {'version': 1, 'model': {'name': 'cifar_resnet20_v1'}, 'train': {'epochs': 1},
