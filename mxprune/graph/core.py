@@ -89,7 +89,8 @@ class Member:
 
     def describe(self) -> str:
         what = {'out': 'out channels', 'in': 'in channels', 'chan': 'channels'}[self.role]
-        name = type(self.layer.block).__name__
+        cls = type(self.layer.block)
+        name = getattr(cls, '_mxprune_base', cls).__name__
         dw = ' depthwise' if self.role == 'chan' and self.layer.weighted else ''
         rep = f' x{self.positions.shape[1]} features' if self.positions.shape[1] > 1 else ''
         return f'{self.layer.path} ({name}{dw}) {what} {_ranges(self.positions[:, 0])}{rep}'
@@ -125,7 +126,7 @@ class Group:
 
     def details(self) -> str:
         """The cascade of coupled layers, one member a line (like Torch-Pruning's group.details())."""
-        state = f'frozen: {self.frozen}' if self.frozen else 'prunable'
+        state = f'frozen: {self.frozen}' if self.frozen else 'cuttable'
         lines = [f'Group {self.index} "{self.name}": {self.size} channels, {len(self.layers)} layers, {state}']
         seen = set()
         for m in self.members:
