@@ -82,14 +82,22 @@ def main() -> None:
     p.add_argument('--out', default=os.path.join(HERE, 'results', 'zoo_sweep.json'))
     p.add_argument('--one', help=argparse.SUPPRESS)
     p.add_argument('--timeout', type=int, default=900)
+    p.add_argument('--keep-ok', action='store_true', help='reuse the rows of --out that passed; run the rest')
     args = p.parse_args()
     if args.one:
         print(json.dumps(sweep_one(args.one)))
         return
     from mxprune import io, zoo
     names = args.models.split(',') if args.models else zoo.classification_models()
+    kept = {}
+    if args.keep_ok and os.path.exists(args.out):
+        with open(args.out, encoding='utf-8') as f:
+            kept = {r['model']: r for r in json.load(f) if r['status'] == 'ok'}
     rows = []
     for name in names:
+        if name in kept:
+            rows.append(kept[name])
+            continue
         try:
             out = subprocess.run([sys.executable, __file__, '--one', name], capture_output=True, text=True,
                                  timeout=args.timeout)

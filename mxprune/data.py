@@ -20,7 +20,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, reason
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # GluonCV train_cifar10.py
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -104,15 +104,6 @@ def _decode(buf: bytes, where: str) -> np.ndarray:
     return img[:, :, ::-1]  # BGR -> RGB
 
 
-def mxnet_reason(e: Exception) -> str:
-    """The informative line of an MXNetError (its text starts with a C++ traceback header)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if not ln.startswith(('Traceback', 'File ', '[bt]')):
-            return ln.replace('MXNetError: ', '')[:200]
-    return type(e).__name__
-
-
 def _read_idx(path: str) -> int:
     count = 0
     with open(path, encoding='utf-8', errors='replace') as f:
@@ -142,7 +133,7 @@ def read_rec(rec_path: str, limit: Optional[int] = None, expect_shape: Optional[
             try:
                 item = reader.read()
             except Exception as e:  # MXNetError on a broken record framing
-                raise DataError(f'{rec_path}: record {len(images)} cannot be read ({mxnet_reason(e)}); '
+                raise DataError(f'{rec_path}: record {len(images)} cannot be read ({reason(e)}); '
                                 f'the file is truncated or corrupt') from None
             if item is None:
                 break

@@ -27,3 +27,12 @@ class OverPruneError(MxPruneError):
 
 class NumericsError(MxPruneError):
     """NaN or inf appeared in the loss or the weights."""
+
+
+def reason(e: BaseException) -> str:
+    """The informative line of an exception; MXNetError texts start with a C++ traceback header."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.startswith(('Traceback', 'File ', '[bt]', 'Stack trace')):
+            return ln.replace('MXNetError: ', '')[:240]
+    return type(e).__name__

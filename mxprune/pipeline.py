@@ -23,6 +23,8 @@ class RunFolder:
     def __init__(self, path: str, recipe: recipe_mod.Recipe, resume: bool = False):
         self.path = os.path.abspath(path)
         self.recipe = recipe
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RecipeError(f'--out: {self.path} is a file; choose a folder for the run')
         saved = os.path.join(self.path, 'recipe.yaml')
         text = recipe_mod.dump(recipe)
         if resume:
@@ -86,6 +88,8 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     train_loader, test_loader, classes = data_mod.build_loaders(
         recipe.data, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
         input_size=recipe.model.input_size, classes=recipe.model.classes)
+    if pretrained and pretrained != 'zoo':  # a file that does not fit fails here, before the run folder exists
+        zoo.load_params(zoo.get_model(recipe.model.name, classes=classes), pretrained, [mx.cpu()])
     run = RunFolder(out, recipe, resume)
     run.log({'event': 'start', 'resume': resume, 'mxprune': __version__, 'mxnet': mx.__version__,
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
@@ -299,6 +303,9 @@ def prune_phase(s: Setup, net):
                 session.accumulate(_take(s.train_loader.epoch(0), batches), mx.gluon.loss.SoftmaxCrossEntropyLoss(),
                                    s.ctx)
         session.catch_up()
+        at = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc='eval at pruning')
+        state.set('at_pruning', {'epoch': split, 'top1': at['top1'], 'top5': at['top5'], 'loss': at['loss']})
+        s.run.log({'event': 'pruned', 'epoch': split, 'test_top1': at['top1'], 'test_top5': at['top5']})
         layers = session.layer_report()
         summary = {**session.sparsity(), 'history': session.history,
                    'graph': session.graph.summary(), 'unsupported': session.graph.unsupported}
@@ -371,6 +378,7 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
         report['pruned']['masked_weight_sparsity'] = summary.get('masked_weight_sparsity')
         report['pruned']['effective_macs'] = summary.get('macs')
         report['ratios']['effective_macs'] = summary.get('macs_ratio')
+    report['at_pruning'] = state.get('at_pruning')  # masked net when the last mask update was done
     report['groups_cut'] = len(plan.groups)
     report['layers'] = layers
     if rec.benchmark.enabled:
@@ -392,6 +400,10 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
                                                 input_shape_of(rec, rec.export.batch))
             report['export']['onnx'] = path
             report['export']['onnx_runtime_diff'] = diff
+    if rec.robustness.enabled and rec.data.dataset != 'imagenet':
+        tic = time.time()
+        report['robustness'] = robustness_report(s, dense, pruned)
+        state.add_time('robustness', time.time() - tic)
     report['files'] = {'plan': s.run.file('pruned.plan.json'), 'pruned_params': s.run.file('pruned.params'),
                        'dense_params': s.run.file('dense.params')}
     report['seconds'] = State(s.run).get('seconds', {})  # per phase, summed over resumed invocations
@@ -408,6 +420,17 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
     return report
 
 
+def robustness_report(s: Setup, dense, pruned) -> Dict[str, Any]:
+    """FGSM / PGD top-1 of both nets on the first test images (see mxprune.robustness)."""
+    from . import robustness
+    r = s.recipe.robustness
+    info = data_mod.dataset_info(s.recipe.data.dataset)
+    test = s.test_loader.data.head(r.images)
+    result = robustness.evaluate({'dense': dense, 'pruned': pruned}, test.images, test.labels, info.mean, info.std,
+                                 [e / 255 for e in r.eps], r.pgd_steps, ctx=s.ctx[0])
+    return {'images': len(test), 'pgd_steps': r.pgd_steps, **result}
+
+
 def summary_table(report: Dict[str, Any]) -> str:
     d, p = report['dense'], report['pruned']
     rows = [('test top-1', f'{d["top1"]:.4f}', f'{p["top1"]:.4f}'),
@@ -419,6 +442,11 @@ def summary_table(report: Dict[str, Any]) -> str:
     for b, row in report.get('speed', {}).get('batches', {}).items():
         rows.append((f'latency batch {b} (ms)', f'{row["dense_ms"]:.2f}',
                      f'{row["pruned_ms"]:.2f} ({row["speedup"]:.2f}x faster)'))
+    rob = report.get('robustness')
+    if rob:
+        for kind in ('fgsm', 'pgd'):
+            for e, v in rob['pruned'][kind].items():
+                rows.append((f'{kind.upper()} {e} top-1', f'{rob["dense"][kind][e]:.4f}', f'{v:.4f}'))
     rows.append(('wall time (s)', '', f'{report["wall_time_s"]:.0f}'))
     w = max(len(r[0]) for r in rows)
     lines = [f'{"":{w}}  {"dense":>14}  pruned', *[f'{a:{w}}  {b:>14}  {c}' for a, b, c in rows]]

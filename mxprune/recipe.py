@@ -111,6 +111,18 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass
+class RobustnessConfig:
+    enabled: bool = spec(False, help='FGSM and PGD top-1 of the dense and the pruned model in report.json')
+    eps: List[float] = spec(factory=lambda: [2.0, 8.0], help='L-infinity epsilons in 1/255 units')
+    pgd_steps: int = spec(7, lo=1, hi=1000)
+    images: int = spec(500, lo=1, help='test images attacked')
+
+    def check(self, where: str, path: str) -> None:
+        if not self.eps or any(not 0 < e <= 255 for e in self.eps):
+            raise RecipeError(f'{where}: {path}.eps: {self.eps!r} is not allowed; expected values in (0, 255]')
+
+
+@dataclasses.dataclass
 class Recipe:
     version: int = spec(choices=(RECIPE_VERSION,))
     model: ModelConfig = spec(help='what to prune')
@@ -123,6 +135,7 @@ class Recipe:
     distill: DistillConfig = spec(factory=DistillConfig, help='knowledge distillation from the dense model')
     export: ExportConfig = spec(factory=ExportConfig)
     benchmark: BenchmarkConfig = spec(factory=BenchmarkConfig)
+    robustness: RobustnessConfig = spec(factory=RobustnessConfig)
 
     def check(self, where: str, path: str) -> None:
         if self.train.epochs == 0 and not self.model.pretrained:

@@ -18,7 +18,7 @@ import numpy as np
 from . import flops as flops_mod
 from . import io
 from . import masks as masks_mod
-from .errors import ModelError, MxPruneError
+from .errors import ModelError, MxPruneError, reason
 from .graph import DependencyGraph
 from .graph.core import finish_init
 
@@ -156,7 +156,5 @@ def load_pruned(net: mx.gluon.HybridBlock, prefix_or_params: str, ctx: Optional[
     try:
         net.load_parameters(params, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
-        first = [line for line in str(e).splitlines() if line.strip()]
-        raise ModelError(f'{params}: does not fit the model cut to {plan_path} '
-                         f'({first[0][:200] if first else type(e).__name__})') from None
+        raise ModelError(f'{params}: does not fit the model cut to {plan_path} ({reason(e)})') from None
     return plan

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import mxnet as mx
 
-from .errors import ModelError
+from .errors import ModelError, reason
 
 
 def model_names() -> List[str]:
@@ -83,6 +83,5 @@ def load_params(net: mx.gluon.Block, path: str, ctx: list, allow_missing: bool =
     try:
         net.load_parameters(path, ctx=ctx, allow_missing=allow_missing, ignore_extra=False)
     except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
-        first = [line for line in str(e).splitlines() if line.strip()]
-        raise ModelError(f'{path}: does not fit this model ({first[0][:300] if first else type(e).__name__}); '
-                         f'was it saved from another model, class count or pruning plan?') from None
+        raise ModelError(f'{path}: does not fit this model ({reason(e)}); was it saved from another model, class '
+                         f'count or pruning plan?') from None

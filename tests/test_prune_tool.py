@@ -13,7 +13,7 @@ from conftest import ROOT, run_tool
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 SMALL = ['data.train_limit=512', 'data.test_limit=256', 'train.epochs=1', 'finetune.epochs=1',
-         'benchmark.batches=[1, 8]', 'benchmark.repeats=1']
+         'benchmark.batches=[1, 8]', 'benchmark.repeats=1', 'robustness.images=40', 'robustness.pgd_steps=2']
 
 
 def _args(recipe, out, sets=(), resume=False):
@@ -33,6 +33,9 @@ def test_quickstart_end_to_end_on_a_slice(tmp_path, cifar_root):
     assert 0 <= report['pruned']['top1'] <= 1 and report['dense']['top1'] > 0.1
     assert set(report['speed']['batches']) == {'1', '8'} and report['speed']['batches']['8']['speedup'] > 0
     assert float(report['export']['max_abs_diff']) <= 1e-4
+    rob = report['robustness']
+    assert rob['images'] == 40 and set(rob['pruned']['pgd']) == {'2/255', '8/255'}
+    assert rob['dense']['pgd']['8/255'] <= rob['dense']['fgsm']['2/255'] + 0.1 and 0 <= rob['dense']['clean'] <= 1
     for f in ('recipe.yaml', 'log.jsonl', 'pruned.plan.json', 'pruned.params', 'dense.params', 'channels.png',
               'curves.png', 'export/model-symbol.json', 'export/model-0000.params', 'export/model.sha256.json'):
         assert (run / f).exists(), f
@@ -156,7 +159,8 @@ def test_malformed_recipe_in_a_real_process(tmp_path):
 
 RESUME = ['data.train_limit=384', 'data.test_limit=128', 'data.batch_size=64', 'train.epochs=2',
           'finetune.epochs=3', 'pruning.0.schedule={kind: agp, start_epoch: 0, end_epoch: 2, frequency: 3}',
-          'pruning.0.target={macs: 0.6}', 'benchmark.enabled=false', 'export.enabled=false']
+          'pruning.0.target={macs: 0.6}', 'benchmark.enabled=false', 'export.enabled=false',
+          'robustness.enabled=false']
 
 
 @pytest.mark.parametrize('kill_at', ['dense:1:2', 'prune:1:1', 'finetune:2:3'])

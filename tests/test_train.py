@@ -85,6 +85,23 @@ def test_nan_loss_stops_with_step(tmp_path):
         T.fit(net, train, None, cfg, [mx.cpu()], str(tmp_path), classes=4, progress=False)
 
 
+def test_nan_weights_stop_at_the_epoch_end_with_the_last_checkpoint(tmp_path):
+    net = _tiny_net()
+    aug = D.BatchAugment(D.CIFAR_MEAN, D.CIFAR_STD)
+    train = D.ArrayLoader(_blob_set(), 32, aug, train=True, classes=4)
+    cfg = TrainConfig(epochs=2, lr=0.1, log_interval=1)
+
+    class Poison(T.Hooks):  # running statistics do not touch the training loss: only the weight check sees this
+        def on_epoch_end(self, epoch):
+            if epoch == 1:
+                var = [p for name, p in net.collect_params().items() if name.endswith('running_var')][0]
+                var.set_data(var.data() * float('nan'))
+    with pytest.raises(NumericsError, match=r'weight norms is nan at step 15 \(epoch 1\); stopping; the last good '
+                                            r'checkpoint is .*train-e0000'):
+        T.fit(net, train, None, cfg, [mx.cpu()], str(tmp_path), classes=4, progress=False, hooks=[Poison()])
+    assert json.load(open(tmp_path / 'ckpt' / 'train.json'))['epoch'] == 0
+
+
 def test_optimizer_states_round_trip(tmp_path):
     net = _tiny_net()
     cfg = TrainConfig(epochs=1, lr=0.1)
