@@ -25,25 +25,42 @@ from .graph.core import _match
 
 
 @dataclasses.dataclass
+class LatencySpec:
+    ms: float = spec(lo=0.0, lo_open=True, help='predicted (and then measured) latency per batch')
+    batch: int = spec(64, lo=1, hi=65536)
+
+
+TARGET_KINDS = ('sparsity', 'macs', 'params', 'latency', 'speedup')
+
+
+@dataclasses.dataclass
 class TargetConfig:
     sparsity: Optional[float] = spec(None, lo=0.0, hi=1.0, hi_open=True,
                                      help='fraction of channels (or weights) removed')
     macs: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1.0, help='fraction of dense MACs kept')
     params: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1.0, help='fraction of dense parameters kept')
+    latency: Optional[LatencySpec] = spec(None, help='{ms, batch}: a measured-latency budget on this machine')
+    speedup: Optional[float] = spec(None, lo=1.0, lo_open=True, help='dense latency / pruned latency at `batch`')
+    batch: int = spec(64, lo=1, hi=65536, help='batch size a speedup target is measured at')
 
     def check(self, where: str, path: str) -> None:
-        set_ = [k for k in ('sparsity', 'macs', 'params') if getattr(self, k) is not None]
+        set_ = [k for k in TARGET_KINDS if getattr(self, k) is not None]
         if len(set_) != 1:
-            raise RecipeError(f'{where}: {path}: {dataclasses.asdict(self)!r} is not allowed; expected exactly one '
-                              f'of sparsity, macs, params')
+            shown = {k: getattr(self, k) for k in TARGET_KINDS if getattr(self, k) is not None}
+            raise RecipeError(f'{where}: {path}: {shown!r} is not allowed; expected exactly one of '
+                              f'{", ".join(TARGET_KINDS)}')
 
     @property
     def kind(self) -> str:
-        return next(k for k in ('sparsity', 'macs', 'params') if getattr(self, k) is not None)
+        return next(k for k in TARGET_KINDS if getattr(self, k) is not None)
 
     @property
     def value(self) -> float:
-        return getattr(self, self.kind)
+        return self.latency.ms if self.kind == 'latency' else getattr(self, self.kind)
+
+    @property
+    def timed_batch(self) -> int:
+        return self.latency.batch if self.kind == 'latency' else self.batch
 
 
 @dataclasses.dataclass
@@ -97,6 +114,9 @@ class PruningConfig:
         if self.granularity == 'weight' and self.target.kind != 'sparsity':
             raise RecipeError(f'{where}: {path}.target: {self.target.kind} is not allowed with granularity weight; '
                               f'expected sparsity (unstructured zeros do not shrink a dense layer)')
+        if self.target.kind in ('latency', 'speedup') and (self.scope != 'global' or self.ratios):
+            raise RecipeError(f'{where}: {path}.scope: {self.scope!r} is not allowed with a {self.target.kind} target; '
+                              f'expected global (the latency search chooses every width)')
         if self.ratios and self.scope == 'global':
             raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with scope global')
         for k, v in self.ratios.items():
@@ -168,10 +188,14 @@ class PruningModifier:
         if isinstance(target, (int, float)):
             target = TargetConfig(sparsity=float(target))
         elif isinstance(target, dict):
-            target = TargetConfig(**target)
+            from .config import from_dict
+            target = from_dict(TargetConfig, target, 'PruningModifier', 'target')
         target.check('PruningModifier', 'target')
         if granularity == 'weight' and target.kind != 'sparsity':
             raise MxPruneError('unstructured (weight) pruning takes a sparsity target')
+        if target.kind in ('latency', 'speedup') and (scope != 'global' or ratios):
+            raise MxPruneError('latency and speedup targets choose the widths themselves: use scope global and no '
+                               'ratios')
         if not 0.0 <= max_ratio <= 1.0 or round_to < 1:
             raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1] and round_to {round_to} >= 1')
         self.granularity, self.scope, self.target = granularity, scope, target
@@ -182,6 +206,8 @@ class PruningModifier:
         self.groups: List[Group] = []
         self.layers: List[Layer] = []
         self.last_fraction = 0.0
+        self.latency_model = None
+        self.latency_report: Optional[dict] = None
 
     @property
     def structured(self) -> bool:
@@ -205,6 +231,8 @@ class PruningModifier:
         t = self.target
         if t.kind == 'sparsity':
             return self.initial_sparsity + (t.value - self.initial_sparsity) * fraction
+        if t.kind in ('latency', 'speedup'):
+            return fraction  # turned into milliseconds against the measured dense latency in _latency_counts
         return 1.0 - (1.0 - t.value) * fraction
 
     # --- structured
@@ -222,8 +250,29 @@ class PruningModifier:
         goal = self.current_target(fraction)
         if self.target.kind == 'sparsity' and goal <= 0 and not self.ratios:
             return current
-        counts = self._search(session, scores, current, goal, fraction)
+        if self.target.kind in ('latency', 'speedup'):
+            counts = self._latency_counts(session, scores, current, fraction)
+        else:
+            counts = self._search(session, scores, current, goal, fraction)
         return {gi: _keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
+
+    def _latency_counts(self, session, scores, current, fraction) -> Dict[int, int]:
+        """Widths from the measured latency table (mxprune.latency), the dense latency measured on this machine."""
+        from . import latency
+        if self.latency_model is None:
+            step = self.round_to if self.round_to > 1 else 8
+            self.latency_model = latency.LatencyModel(session.net, session.graph, session.input_shape,
+                                                      self.target.timed_batch, step)
+        m = self.latency_model
+        final_ms = self.target.value if self.target.kind == 'latency' else m.dense_ms / self.target.value
+        target_ms = m.dense_ms - (m.dense_ms - final_ms) * fraction
+        groups = [session.groups_by_index[gi] for gi in scores]
+        counts = latency.greedy(m, groups, scores, current, target_ms,
+                                lambda gi, n: self._limits(session.group_size[gi], n)[0])
+        keep = {gi: flops_mod.group_keep_from_counts(session.groups_by_index[gi], n) for gi, n in counts.items()}
+        self.latency_report = {**m.calibration, 'target_ms': target_ms, 'predicted_ms': m.predict(keep),
+                               'table_entries': len(m.table.entries), 'table': m.table.path}
+        return counts
 
     def _limits(self, size: int, kept_now: int) -> tuple:
         lo = max(1, int(np.ceil(size * (1.0 - self.max_ratio) - 1e-9)))

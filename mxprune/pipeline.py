@@ -308,7 +308,8 @@ def prune_phase(s: Setup, net):
         s.run.log({'event': 'pruned', 'epoch': split, 'test_top1': at['top1'], 'test_top5': at['top5']})
         layers = session.layer_report()
         summary = {**session.sparsity(), 'history': session.history,
-                   'graph': session.graph.summary(), 'unsupported': session.graph.unsupported}
+                   'graph': session.graph.summary(), 'unsupported': session.graph.unsupported,
+                   'latency': [m.latency_report for m in mods if m.latency_report]}
         state.set('layers', layers)
         state.set('prune_summary', summary)
         net, plan = session.finalize(shrink=any(m.structured for m in mods))
@@ -379,6 +380,8 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
         report['pruned']['effective_macs'] = summary.get('macs')
         report['ratios']['effective_macs'] = summary.get('macs_ratio')
     report['at_pruning'] = state.get('at_pruning')  # masked net when the last mask update was done
+    if summary and summary.get('latency'):
+        report['latency_model'] = summary['latency']  # predicted vs measured: compare with report['speed']
     report['groups_cut'] = len(plan.groups)
     report['layers'] = layers
     if rec.benchmark.enabled:

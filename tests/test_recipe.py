@@ -21,7 +21,7 @@ def test_every_shipped_recipe_loads_and_round_trips():
         assert again == r, p
         with open(p, encoding='utf-8') as f:
             head = ''.join(line for line in f if line.startswith('#'))
-        assert head.startswith('# Purpose:') and '# Command: python tools/' in head and '# Result:' in head, p
+        assert head.startswith('# Purpose:') and '# Command: python ' in head and '# Result:' in head, p
 
 
 def test_defaults_and_round_trip():

@@ -1,0 +1,99 @@
+"""FLOPs target vs latency target on cifar_resnet56_v1: same speed-up, how many MACs kept, and which trains better.
+
+    python bench/latency_target.py --data-dir ../shared/datasets/cifar10 [--out runs/latency]
+
+1. a dense cifar_resnet56_v1 trained 2 epochs (the quickstart protocol);
+2. from it, global L2 pruning to 50 % of the MACs (round_to 1, as a FLOPs-minded user would) and 2 fine-tuning
+   epochs; its speed-up S at batch 64 is measured (dense and pruned interleaved);
+3. from the same dense model and the same L2 scores, a speedup target of S (mxprune's measured latency table,
+   NetAdapt-style greedy, widths in steps of 8) and the same 2 fine-tuning epochs.
+Prints both nets' MACs, measured speed-up and predicted speed-up (the latency model's prediction for both nets).
+Last line: ratio <MACs kept by the latency net / MACs kept by the FLOPs net>.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+
+
+def prune(out, sets, data_dir, log):
+    cmd = [sys.executable, 'tools/prune.py', '--recipe', 'recipes/cifar_dense_r56.yaml', '--data-dir', data_dir,
+           '--out', out, '--quiet'] + [a for s in sets for a in ('--set', s)]
+    if os.path.exists(os.path.join(out, 'report.json')):
+        return json.load(open(os.path.join(out, 'report.json'), encoding='utf-8'))
+    if os.path.exists(os.path.join(out, 'recipe.yaml')):
+        cmd.append('--resume')
+    print('$ ' + ' '.join(shlex.quote(c) for c in ['python'] + cmd[1:]), flush=True)
+    if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+        raise SystemExit(f'{out} failed; see {log.name}')
+    return json.load(open(os.path.join(out, 'report.json'), encoding='utf-8'))
+
+
+def predicted_vs_measured(run: str, batch: int = 64):
+    """The latency model's prediction for a run's pruned net, and that net measured in the same process.
+
+    Returns:
+        (predicted ms, measured ms, dense measured ms)
+    """
+    import _bootstrap  # noqa: F401
+    import numpy as np
+    from mxprune import latency, pipeline
+    from mxprune.graph import DependencyGraph
+    from mxprune.shrink import Plan
+    rec, dense, _, _ = pipeline.load_run(run)
+    shape = pipeline.input_shape_of(rec)
+    graph = DependencyGraph.trace(dense, shape)
+    model = latency.LatencyModel(dense, graph, shape, batch, 8)
+    plan = Plan.load(os.path.join(run, 'pruned.plan.json'))
+    by_name = {g.name: g for g in graph.groups}
+    keep = {}
+    for name, spec in plan.groups.items():
+        k = np.zeros(by_name[name].size, bool)
+        k[spec['keep']] = True
+        keep[by_name[name].index] = k
+    measured = latency.measure_keep(dense, graph, keep, shape, batch)
+    return model.predict(keep), measured, model.dense_ms
+
+
+def main() -> None:
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument('--data-dir', default=os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10'))
+    p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'latency'))
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    common = ['finetune={epochs: 2, optimizer: nag, lr: 0.02, wd: 5e-4, lr_schedule: cosine}',
+              'benchmark={enabled: true, batches: [64], repeats: 7}', 'export.enabled=false']
+    with open(os.path.join(args.out, 'log.txt'), 'a', encoding='utf-8') as log:
+        dense = prune(os.path.join(args.out, 'dense'), ['train.epochs=2', 'train.warmup_epochs=0.5'], args.data_dir,
+                      log)
+        pretrained = os.path.join(args.out, 'dense', 'dense.params')
+        base = [f'model.pretrained={pretrained}', 'train.epochs=0'] + common
+        flops_run = os.path.join(args.out, 'flops50')
+        f = prune(flops_run, base + ['pruning=[{criterion: l2, scope: global, target: {macs: 0.5}, round_to: 1}]'],
+                  args.data_dir, log)
+        s = f['speed']['batches']['64']['speedup']
+        lat_run = os.path.join(args.out, 'latency')
+        lat = prune(lat_run, base + [f'pruning=[{{criterion: l2, scope: global, target: {{speedup: {s:.3f}, '
+                                      f'batch: 64}}, round_to: 8}}]'], args.data_dir, log)
+    rows = []
+    for name, run, r in (('FLOPs target 0.5', flops_run, f), (f'speedup target {s:.2f}', lat_run, lat)):
+        pred_ms, meas_ms, dense_ms = predicted_vs_measured(run)
+        rows.append((name, r['ratios']['macs'], r['speed']['batches']['64']['speedup'], dense_ms / pred_ms,
+                     pred_ms, meas_ms, r['pruned']['top1']))
+    print(f'dense cifar_resnet56_v1: top-1 {dense["test_top1"]:.4f} after 2 epochs; speed-ups at batch 64')
+    print(f'{"net":22s} {"MACs":>6} {"measured":>9} {"predicted":>10} {"pred ms":>8} {"meas ms":>8} {"err":>7} '
+          f'{"top-1":>7}')
+    for name, macs, speed, pred_speed, pred_ms, meas_ms, top1 in rows:
+        print(f'{name:22s} {macs:6.3f} {speed:8.2f}x {pred_speed:9.2f}x {pred_ms:8.2f} {meas_ms:8.2f} '
+              f'{100 * (pred_ms / meas_ms - 1):+6.1f}% {top1:7.4f}')
+    print(f'ratio {rows[1][1] / rows[0][1]:.3f}')
+
+
+if __name__ == '__main__':
+    main()

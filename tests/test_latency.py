@@ -1,0 +1,86 @@
+"""Latency-aware pruning: the table, the predictor, the greedy search (on a synthetic table), and a real target."""
+import numpy as np
+import pytest
+
+import nets
+import mxprune as mp
+from mxprune import latency
+from mxprune.errors import OverPruneError
+from mxprune.graph import DependencyGraph, Selection
+
+IN = (1,) + nets.SHAPE[1:]
+
+
+class FakeTable:
+    """Cost = cin * cout, except widths that are not multiples of 4 cost ten times more (a 'slow' width)."""
+    path = 'memory'
+    entries = {}
+
+    def get(self, sig, cin, cout):
+        slow = 10.0 if (cin % 4 or cout % 4) and sig[0] == 'conv' else 1.0
+        return cin * cout * slow / 100.0
+
+    def save(self):
+        pass
+
+
+def fake_model(net):
+    graph = DependencyGraph.trace(net, IN)
+    m = object.__new__(latency.LatencyModel)
+    m.net, m.graph, m.input_shape, m.batch, m.step = net, graph, IN, 8, 2
+    m.table = FakeTable()
+    m.predictor = latency.Predictor(graph, m.table)
+    m.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
+    m.dense_ms = m.predict({})
+    return m, graph
+
+
+def test_predictor_counts_widths_through_the_groups():
+    m, graph = fake_model(nets.build('residual'))
+    keep = {graph.group_of('b1.0.0').index: np.array([1, 1, 0, 0, 1, 1], bool)}
+    b1 = graph.layer('b1.0.0')
+    assert m.predictor.widths(b1, {**m.dense_keep, **keep}) == (8, 4)
+    assert m.predictor.widths(graph.layer('b1.1'), {**m.dense_keep, **keep}) == (4, 8)
+    assert m.predict(keep) < m.dense_ms
+
+
+def test_greedy_meets_the_target_and_never_picks_a_slow_width():
+    m, graph = fake_model(nets.build('depthwise'))
+    groups = graph.prunable_groups(Selection(skip_first=False))
+    rng = np.random.RandomState(0)
+    scores = {g.index: rng.uniform(size=g.size) for g in groups}
+    current = {g.index: np.ones(g.size, bool) for g in groups}
+    target = 0.6 * m.dense_ms
+    counts = latency.greedy(m, groups, scores, current, target, lambda gi, n: 1)
+    keep = {gi: np.arange(len(current[gi])) < n for gi, n in counts.items()}
+    assert m.predict(keep) <= target
+    assert all(n % 4 == 0 or n == len(current[gi]) for gi, n in counts.items()), counts
+    with pytest.raises(OverPruneError, match='cannot be reached'):
+        latency.greedy(m, groups, scores, current, 1e-6, lambda gi, n: n)
+
+
+def test_the_greedy_spends_importance_where_it_is_cheap():
+    m, graph = fake_model(nets.build('residual'))
+    groups = [graph.group_of('b1.0.0'), graph.group_of('b2.0.0')]
+    scores = {groups[0].index: np.full(6, 10.0), groups[1].index: np.full(6, 0.01)}  # b2's channels are cheap to lose
+    current = {g.index: np.ones(6, bool) for g in groups}
+    counts = latency.greedy(m, groups, scores, current, m.dense_ms - 1e-3, lambda gi, n: 1)
+    assert counts[groups[1].index] < 6 and counts[groups[0].index] == 6
+
+
+def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))  # a fresh table, measured here and cached
+    net = nets.build('residual')
+    mod = mp.PruningModifier('l2', scope='global', target={'speedup': 1.2, 'batch': 16}, round_to=2)
+    s = mp.Session(net, IN, 1, [mod])
+    s.prune_now()
+    rep = mod.latency_report
+    assert rep['predicted_ms'] <= rep['target_ms'] + 1e-9 and rep['target_ms'] == pytest.approx(rep['dense_ms'] / 1.2)
+    assert rep['table_entries'] > 0 and (tmp_path / 'mxprune').exists()
+    assert s.sparsity()['macs_ratio'] < 1.0
+    small, plan = s.finalize()
+    assert plan.groups
+    with pytest.raises(mp.MxPruneError, match='use scope global'):
+        mp.PruningModifier('l2', scope='local', target={'speedup': 1.2})
+    with pytest.raises(mp.RecipeError, match='expected exactly one of sparsity, macs, params, latency, speedup'):
+        mp.PruningModifier('l2', target={'speedup': 1.2, 'macs': 0.5})
