@@ -1,5 +1,5 @@
 """mxprune: pruning for Apache MXNet Gluon. The public surface only; `import mxprune` never imports GluonCV."""
-from . import criteria, flops, masks, schedules
+from . import criteria, export, flops, masks, schedules
 from .errors import (DataError, ModelError, MxPruneError, NumericsError, OverPruneError, RecipeError,
                      UnsupportedOpError)
 from .export import export_onnx, export_symbol, load_exported, verify_manifest

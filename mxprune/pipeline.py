@@ -398,6 +398,10 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
         files = export_mod.export_symbol(pruned, s.run.file(os.path.join('export', 'model')),
                                          input_shape_of(rec, rec.export.batch))
         report['export'] = files
+        if rec.export.fused:
+            fused_prefix = s.run.file(os.path.join('export', 'model-fused'))
+            report['export']['fused'] = export_mod.export_fused(pruned, fused_prefix,
+                                                                input_shape_of(rec, rec.export.batch))
         if rec.export.onnx:
             path, diff = export_mod.export_onnx(s.run.file(os.path.join('export', 'model')),
                                                 input_shape_of(rec, rec.export.batch))

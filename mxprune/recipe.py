@@ -94,6 +94,7 @@ class DistillConfig:
 class ExportConfig:
     enabled: bool = spec(True, help='write -symbol.json + .params, re-imported and compared')
     onnx: bool = spec(False, help='also write ONNX (needs the onnx extra)')
+    fused: bool = spec(False, help='also write the oneDNN-fused graph (export/model-fused-*; MKLDNN builds only)')
     batch: int = spec(1, lo=1, hi=4096, help='batch size of the export check')
 
 

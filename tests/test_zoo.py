@@ -1,4 +1,5 @@
 """GluonCV model zoo: pinned group structure, published MAC counts, shrink equivalence and export reload."""
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,22 @@ assert "mxprune" not in sys.modules
         f.write(b'\x00\x01\x02')
     with pytest.raises(mp.ModelError, match='SHA-256 does not match'):
         mp.load_exported(str(tmp_path / 'r56'))
+
+
+def test_fused_export_reloads_to_the_same_outputs(tmp_path):
+    net = zoo.get_model('cifar_resnet20_v1', classes=10)
+    s = mp.Session(net, (1, 3, 32, 32), 10, [mp.PruningModifier('l2', target=0.5, round_to=8)])
+    s.prune_now()
+    small, _ = s.finalize()
+    mp.export_symbol(small, str(tmp_path / 'plain'), (2, 3, 32, 32))
+    files = mp.export.export_fused(small, str(tmp_path / 'fused'), (2, 3, 32, 32))
+    assert float(files['max_abs_diff']) <= 1e-4
+    sym = json.load(open(files['symbol']))
+    assert any(n['op'].startswith('_sg_mkldnn_conv') for n in sym['nodes'])
+    x = mx.nd.array(np.random.RandomState(3).uniform(-1, 1, (2, 3, 32, 32)))
+    a = mp.load_exported(str(tmp_path / 'plain'))(x).asnumpy()
+    b = mp.load_exported(str(tmp_path / 'fused'))(x).asnumpy()
+    np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_onnx_export_checks(tmp_path):
