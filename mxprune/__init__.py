@@ -12,5 +12,5 @@ from .version import __version__
 __all__ = ['__version__', 'Session', 'PruningModifier', 'PruningConfig', 'Regularizer', 'RegularizerConfig',
            'DependencyGraph', 'Group', 'Selection', 'Plan', 'apply_plan', 'save_pruned', 'load_pruned',
            'export_symbol', 'export_onnx', 'load_exported', 'verify_manifest', 'criteria', 'schedules', 'masks',
-           'flops', 'MxPruneError', 'RecipeError', 'DataError', 'ModelError', 'UnsupportedOpError', 'OverPruneError',
-           'NumericsError']
+           'export', 'flops', 'MxPruneError', 'RecipeError', 'DataError', 'ModelError', 'UnsupportedOpError',
+           'OverPruneError', 'NumericsError']
