@@ -71,11 +71,17 @@ class Setup:
     data_root: str
     progress: bool = True
     resumed: bool = False
+    workers: Any = None  # mxprune.distributed.Workers in a data-parallel run, else None
 
 
 def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None, resume: bool = False,
-          progress: bool = True, threads_note: str = '', num_parts: int = 1, part_index: int = 0) -> Setup:
-    """Validates what the recipe names (model, contexts, data) before creating the run folder."""
+          progress: bool = True, threads_note: str = '', num_parts: int = 1, part_index: int = 0,
+          workers=None) -> Setup:
+    """Validates what the recipe names (model, contexts, data) before creating the run folder.
+
+    With `workers` (mxprune.distributed) each worker reads its shard (part kv.rank of num_workers) with
+    data.batch_size / num_workers per step; only rank 0 writes `out`, the others a private scratch folder.
+    """
     zoo.check_name(recipe.model.name)
     pretrained = recipe.model.pretrained
     if pretrained and pretrained != 'zoo' and not os.path.isfile(pretrained):
@@ -85,16 +91,47 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     for section in ('finetune', 'sparsity'):
         train_mod.parse_ctx(getattr(recipe, section).ctx)
     root = data_mod.resolve_root(recipe.data.dataset, recipe.data.root, data_dir)
+    data_cfg = recipe.data
+    if workers is not None:
+        num_parts, part_index, data_cfg = workers.num_workers, workers.rank, _worker_data(recipe, workers, resume)
+        progress, out = progress and workers.is_writer, workers.run_dir(out)
     train_loader, test_loader, classes = data_mod.build_loaders(
-        recipe.data, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
+        data_cfg, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
         input_size=recipe.model.input_size, classes=recipe.model.classes)
     if pretrained and pretrained != 'zoo':  # a file that does not fit fails here, before the run folder exists
         zoo.load_params(zoo.get_model(recipe.model.name, classes=classes), pretrained, [mx.cpu()])
     run = RunFolder(out, recipe, resume)
     run.log({'event': 'start', 'resume': resume, 'mxprune': __version__, 'mxnet': mx.__version__,
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
-             'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples})
-    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume)
+             'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples,
+             **({'workers': workers.num_workers, 'rank': workers.rank} if workers is not None else {})})
+    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers)
+
+
+def _worker_data(recipe: recipe_mod.Recipe, workers, resume: bool):
+    """A worker's data section: the recipe's batch is the global one, split evenly over the workers."""
+    n, batch = workers.num_workers, recipe.data.batch_size
+    if resume and n > 1:
+        raise RecipeError(f'--resume is not supported with {n} workers yet (only rank 0 keeps checkpoints); start '
+                          f'a new run, or resume in one process')
+    if batch % n:
+        raise RecipeError(f'data.batch_size: {batch} is not allowed with {n} workers; expected a multiple of {n} '
+                          f'(the global batch is split evenly over the workers)')
+    return dataclasses.replace(recipe.data, batch_size=batch // n)
+
+
+def _writer(s: Setup) -> bool:
+    return s.workers is None or s.workers.is_writer
+
+
+def _reduce(s: Setup):
+    """Sums evaluation counts over the workers (each evaluates its shard of the test set)."""
+    return s.workers.sum_numpy if s.workers is not None else None
+
+
+def _worker_hooks(s: Setup, net, session=None) -> list:
+    """BN statistics made equal and parameters verified at each epoch end; masks re-applied after each step."""
+    return [s.workers.hooks(net, session)] if s.workers is not None else []
 
 
 def build_net(s: Setup) -> mx.gluon.HybridBlock:
@@ -103,6 +140,8 @@ def build_net(s: Setup) -> mx.gluon.HybridBlock:
     net = zoo.get_model(m.name, classes=s.classes, pretrained=m.pretrained, ctx=s.ctx)
     if s.recipe.train.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
+    if s.workers is not None:  # no deferred shapes left when rank 0's weights are broadcast
+        net(mx.nd.zeros(input_shape_of(s.recipe), ctx=s.ctx[0]))
     return net
 
 
@@ -119,7 +158,8 @@ def train_dense(s: Setup, net: Optional[mx.gluon.HybridBlock] = None) -> mx.gluo
     if s.recipe.train.epochs > 0:
         train_mod.fit(net, s.train_loader, s.test_loader, s.recipe.train, s.ctx, s.run.path, phase='dense',
                       classes=s.classes, resume=True, progress=s.progress, log=s.run.log,
-                      mixup_off_epochs=s.recipe.data.augment.mixup_off_epochs)
+                      mixup_off_epochs=s.recipe.data.augment.mixup_off_epochs, kvstore=s.workers,
+                      hooks=_worker_hooks(s, net), reduce=_reduce(s), checkpoint=_writer(s))
     else:
         net(mx.nd.zeros(input_shape_of(s.recipe), ctx=s.ctx[0]))
     mx.nd.waitall()
@@ -129,10 +169,12 @@ def train_dense(s: Setup, net: Optional[mx.gluon.HybridBlock] = None) -> mx.gluo
 
 def finish_dense(s: Setup, net: mx.gluon.HybridBlock, started: float) -> Dict[str, Any]:
     """Evaluates the dense net, writes report.json and logs 'done'."""
-    ev = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress)
+    ev = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, reduce=_reduce(s))
     report = {'model': s.recipe.model.name, 'test_top1': ev['top1'], 'test_top5': ev['top5'],
               'test_images': ev['n'], 'epochs': s.recipe.train.epochs,
               'wall_time_s': round(time.time() - started, 1), 'weights': s.run.file('dense.params')}
+    if not _writer(s):
+        return report
     io.write_json(s.run.file('report.json'), report)
     s.run.log({'event': 'done', **report})
     return report
@@ -180,27 +222,35 @@ def load_run(run_dir: str, ctx: Optional[list] = None):
 
 
 class State:
-    """Small facts a resumed run must not recompute (dense accuracy, phase times), in state.json."""
+    """Small facts a resumed run must not recompute (dense accuracy, phase times), in state.json.
+
+    Several State objects of one run may be alive at once (the pipeline keeps one, the prune phase opens its own), so
+    every read and write goes to the file: a write never puts back a stale copy of another writer's keys."""
 
     def __init__(self, run: RunFolder):
         self.path = run.file('state.json')
-        self.data: Dict[str, Any] = {}
-        if os.path.exists(self.path):
-            import json
-            with open(self.path, encoding='utf-8') as f:
-                self.data = json.load(f)
+
+    @property
+    def data(self) -> Dict[str, Any]:
+        if not os.path.exists(self.path):
+            return {}
+        import json
+        with open(self.path, encoding='utf-8') as f:
+            return json.load(f)
 
     def get(self, key: str, default=None):
         return self.data.get(key, default)
 
     def set(self, key: str, value) -> None:
-        self.data[key] = value
-        io.write_json(self.path, self.data)
+        data = self.data
+        data[key] = value
+        io.write_json(self.path, data)
 
     def add_time(self, phase: str, seconds: float) -> None:
-        times = self.data.setdefault('seconds', {})
+        data = self.data
+        times = data.setdefault('seconds', {})
         times[phase] = round(times.get(phase, 0.0) + seconds, 1)
-        io.write_json(self.path, self.data)
+        io.write_json(self.path, data)
 
 
 def _distiller(s: Setup):
@@ -222,7 +272,8 @@ def _distiller(s: Setup):
 
 def _fit(s: Setup, net, cfg, phase: str, **kw):
     return train_mod.fit(net, s.train_loader, s.test_loader, cfg, s.ctx, s.run.path, phase=phase,
-                         classes=s.classes, resume=True, progress=s.progress, log=s.run.log, **kw)
+                         classes=s.classes, resume=True, progress=s.progress, log=s.run.log, kvstore=s.workers,
+                         reduce=_reduce(s), checkpoint=_writer(s), **kw)
 
 
 def sparsity_phase(s: Setup, net) -> mx.gluon.HybridBlock:
@@ -234,14 +285,15 @@ def sparsity_phase(s: Setup, net) -> mx.gluon.HybridBlock:
         return net
     regs = [r.build() for r in s.recipe.regularizers]
     session = Session(net, input_shape_of(s.recipe), len(s.train_loader), [], regs)
+    session.sync = s.workers
     cfg = s.recipe.sparsity
 
     def trainer():
-        t = train_mod.make_trainer(net, cfg, s.ctx)
+        t = train_mod.make_trainer(net, cfg, s.ctx, s.workers)
         session.bind_trainer(t)
         return t
-    _fit(s, net, cfg, 'sparsity', hooks=[session], trainer_factory=trainer, on_checkpoint=session.save_state,
-         on_resume=session.load_state)
+    _fit(s, net, cfg, 'sparsity', hooks=[session, *_worker_hooks(s, net, session)], trainer_factory=trainer,
+         on_checkpoint=session.save_state, on_resume=session.load_state)
     mx.nd.waitall()
     io.write_with(final, net.save_parameters)
     return net
@@ -276,6 +328,7 @@ def prune_phase(s: Setup, net):
     else:
         mods = [c.build() for c in rec.pruning]
         session = Session(net, shape, spe, mods)
+        session.sync = s.workers  # scores summed over the workers, masks verified equal (data-parallel runs)
         structured = all(m.structured for m in mods)
         last = max(m.schedule.last_update(spe) for m in mods)
         if structured and last % spe == 0 and last // spe < epochs:
@@ -286,11 +339,12 @@ def prune_phase(s: Setup, net):
             split = epochs
 
         def trainer():
-            t = train_mod.make_trainer(net, rec.finetune, s.ctx)
+            t = train_mod.make_trainer(net, rec.finetune, s.ctx, s.workers)
             session.bind_trainer(t)
             return t
         if split > 0:
-            _fit(s, net, rec.finetune, 'prune', hooks=[session], trainer_factory=trainer,
+            _fit(s, net, rec.finetune, 'prune', hooks=[session, *_worker_hooks(s, net, session)],
+                 trainer_factory=trainer,
                  on_checkpoint=session.save_state, on_resume=session.load_state, until=split,
                  extra_loss=extra_loss, ce_weight=ce_weight)
             ck = train_mod.Checkpointer(s.run.path, 'prune')
@@ -303,7 +357,8 @@ def prune_phase(s: Setup, net):
                 session.accumulate(_take(s.train_loader.epoch(0), batches), mx.gluon.loss.SoftmaxCrossEntropyLoss(),
                                    s.ctx)
         session.catch_up()
-        at = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc='eval at pruning')
+        at = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc='eval at pruning',
+                                reduce=_reduce(s))
         state.set('at_pruning', {'epoch': split, 'top1': at['top1'], 'top5': at['top5'], 'loss': at['loss']})
         s.run.log({'event': 'pruned', 'epoch': split, 'test_top1': at['top1'], 'test_top5': at['top5']})
         layers = session.layer_report()
@@ -321,7 +376,8 @@ def prune_phase(s: Setup, net):
                    'macs_ratio': summary['macs_ratio']})
     if split < epochs:
         net.hybridize(static_alloc=True, static_shape=True)
-        _fit(s, net, rec.finetune, 'finetune', start_epoch=split, extra_loss=extra_loss, ce_weight=ce_weight)
+        _fit(s, net, rec.finetune, 'finetune', start_epoch=split, extra_loss=extra_loss, ce_weight=ce_weight,
+             hooks=_worker_hooks(s, net))  # a new Trainer (new KVStore keys) for the shrunk net
     shrink_mod.save_pruned(net, plan, final_prefix)
     return net, plan, state.get('layers'), state.get('prune_summary')
 
@@ -340,7 +396,8 @@ def measure(s: Setup, dense, pruned) -> Dict[str, Any]:
     shape = input_shape_of(s.recipe)
     out = {}
     for name, net in (('dense', dense), ('pruned', pruned)):
-        ev = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc=f'{name} eval')
+        ev = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc=f'{name} eval',
+                                reduce=_reduce(s))
         count = flops_mod.dense(DependencyGraph.trace(net, shape))
         out[name] = {'top1': ev['top1'], 'top5': ev['top5'], 'test_loss': ev['loss'], 'test_images': ev['n'],
                      'macs': count.macs, 'params': count.params}
@@ -384,6 +441,8 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
         report['latency_model'] = summary['latency']  # predicted vs measured: compare with report['speed']
     report['groups_cut'] = len(plan.groups)
     report['layers'] = layers
+    if not _writer(s):  # what follows talks to no other worker: rank 0 alone measures, exports and reports
+        return report
     if rec.benchmark.enabled:
         tic = time.time()
         d, p = fresh_model(rec, [mx.cpu()]), fresh_model(rec, [mx.cpu()])

@@ -31,6 +31,8 @@ def test_quickstart_end_to_end_on_a_slice(tmp_path, cifar_root):
     report = json.load(open(run / 'report.json'))
     assert report['ratios']['macs'] <= 0.55 and report['groups_cut'] > 0
     assert 0 <= report['pruned']['top1'] <= 1 and report['dense']['top1'] > 0.1
+    # the masked net's accuracy when the last mask update was done survives the later phases' state writes
+    assert report['at_pruning'] is not None and 0 <= report['at_pruning']['top1'] <= 1
     assert set(report['speed']['batches']) == {'1', '8'} and report['speed']['batches']['8']['speedup'] > 0
     assert float(report['export']['max_abs_diff']) <= 1e-4
     rob = report['robustness']
