@@ -38,8 +38,9 @@ def dense(graph: DependencyGraph) -> Count:
 
 
 def _params(graph: DependencyGraph, skip: frozenset = frozenset()) -> int:
+    every = graph.net.collect_params()  # once: it walks every block (seconds per call-site loop on a detector)
     return sum(int(np.prod(shape)) for name, shape in graph.param_shapes.items()
-               if _is_counted(name) and name not in skip and graph.net.collect_params()[name].grad_req != 'null')
+               if _is_counted(name) and name not in skip and every[name].grad_req != 'null')
 
 
 def effective(graph: DependencyGraph) -> Count:

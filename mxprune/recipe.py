@@ -37,7 +37,8 @@ class AugmentConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet'))
+    dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet', 'voc'),
+                        help='voc: a Pascal VOC layout folder, for tools/detect.py with a detection section')
     root: Optional[str] = spec(None, help='data folder; --data-dir and $MXPRUNE_DATA override it')
     format: str = spec('auto', choices=('auto', 'rec', 'bin', 'folder', 'download'))
     batch_size: int = spec(128, lo=1, hi=65536, help='per step, over all contexts')
@@ -124,6 +125,44 @@ class RobustnessConfig:
 
 
 @dataclasses.dataclass
+class DetectionConfig:
+    """Object detection (tools/detect.py): the VOC classes and splits, the backbone, mAP and NMS settings.
+
+    data.batch_size / test_batch_size apply; data.augment does not (GluonCV's SSD / YOLOv3 transforms do that).
+    """
+    classes: List[str] = spec(factory=list, help='class names in label order, as in the VOC <name> tags')
+    train_split: str = spec('train', help='ImageSets/Main/<name>.txt listing the training images')
+    test_split: str = spec('test', help='ImageSets/Main/<name>.txt listing the evaluation images')
+    backbone: Optional[List[str]] = spec(None, help='layer-path globs of the backbone (default: features.* for SSD, '
+                                                    'stages.* for YOLOv3)')
+    macs_of: str = spec('backbone', choices=('backbone', 'net'), help='what pruning[].target.macs is a fraction of')
+    metric: str = spec('voc07', choices=('voc07', 'voc'), help='voc07: 11-point VOC2007 mAP; voc: area under PR')
+    iou_thresh: float = spec(0.5, lo=0.0, lo_open=True, hi=1.0, hi_open=True)
+    nms_thresh: float = spec(0.45, lo=0.0, lo_open=True, hi=1.0, hi_open=True)
+    nms_topk: int = spec(400, lo=1)
+    post_nms: int = spec(100, lo=1)
+    eval_every: int = spec(5, lo=0, help='epochs between mAP evaluations during training (0: only at the end)')
+    workers: int = spec(1, lo=0, hi=64, help='threads preparing augmented batches')
+
+    def check(self, where: str, path: str) -> None:
+        bad = [c for c in self.classes if not c.strip()]
+        if not self.classes or bad or len(set(self.classes)) != len(self.classes):
+            raise RecipeError(f'{where}: {path}.classes: {self.classes!r} is not allowed; expected a non-empty list '
+                              f'of distinct class names')
+
+
+@dataclasses.dataclass
+class DistributedConfig:
+    """Data-parallel runs (tools/launch.py or horovodrun; see mxprune.distributed). data.batch_size stays the global
+    batch: each of N workers takes batch_size / N per step."""
+    backend: str = spec('auto', choices=('auto', 'none', 'dist_sync', 'dist_device_sync', 'horovod'),
+                        help='auto: dist_sync (dist_device_sync on GPUs) under tools/launch.py, horovod under '
+                             'horovodrun, else one process')
+    bn: str = spec('average', choices=('average', 'rank0'),
+                   help='BatchNorm running statistics at each epoch end: averaged over workers, or rank 0\'s')
+
+
+@dataclasses.dataclass
 class Recipe:
     version: int = spec(choices=(RECIPE_VERSION,))
     model: ModelConfig = spec(help='what to prune')
@@ -137,8 +176,16 @@ class Recipe:
     export: ExportConfig = spec(factory=ExportConfig)
     benchmark: BenchmarkConfig = spec(factory=BenchmarkConfig)
     robustness: RobustnessConfig = spec(factory=RobustnessConfig)
+    detection: Optional[DetectionConfig] = spec(None, help='object detection (tools/detect.py); needs data.dataset voc')
+    distributed: DistributedConfig = spec(factory=DistributedConfig, help='several processes or machines')
 
     def check(self, where: str, path: str) -> None:
+        if self.detection is None and self.data.dataset == 'voc':
+            raise RecipeError(f'{where}: detection: None is not allowed with data.dataset voc; expected a detection '
+                              f'section with the classes')
+        if self.detection is not None and self.data.dataset != 'voc':
+            raise RecipeError(f'{where}: data.dataset: {self.data.dataset!r} is not allowed with a detection section; '
+                              f'expected voc')
         if self.train.epochs == 0 and not self.model.pretrained:
             raise RecipeError(f'{where}: train.epochs: 0 is not allowed without model.pretrained; expected a number '
                               f'of dense epochs or a pretrained model')

@@ -69,6 +69,9 @@ class Session:
             masks_mod.attach(layer.block)
         masks_mod.clear_cached(net)
         self.needs_new_trainer = False
+        # Data-parallel workers (mxprune.distributed.Workers): when set, gradient scores are summed over the workers
+        # before each decision and the masks are verified equal on every worker after it.
+        self.sync = None
 
     # --- set-up helpers
     def _index_weight_members(self) -> Dict[str, list]:
@@ -140,6 +143,8 @@ class Session:
     def _update(self, due: Iterable[PruningModifier], zero_grads: bool = False,
                 fraction: Optional[float] = None) -> None:
         for mod in due:
+            if self.sync is not None and mod.criterion.needs_grad:
+                self.sync.sum_arrays(mod.criterion.acc)  # each worker saw its own shard: decide on all of them
             f = mod.schedule.fraction(self.step, self.steps_per_epoch) if fraction is None else fraction
             if mod.structured:
                 for gi, keep in mod.decide_groups(self, f).items():
@@ -151,6 +156,8 @@ class Session:
             mod.last_fraction = f
             mod.criterion.reset()
         self.apply_masks(zero_grads=zero_grads)
+        if self.sync is not None:
+            self.sync.check_masks(self)
         self.history.append({'step': self.step, **self.sparsity()})
 
     def prune_now(self, fraction: float = 1.0) -> None:

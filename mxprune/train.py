@@ -96,6 +96,8 @@ def make_trainer(net: gluon.Block, cfg, ctx: Sequence[mx.Context], kvstore=None)
                 p.wd_mult = 0.0
     hyper = {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd}
     opt = NAG(**hyper) if cfg.optimizer == 'nag' else mx.optimizer.SGD(**hyper)
+    if hasattr(kvstore, 'make_trainer'):  # data-parallel workers (mxprune.distributed): their KVStore or Horovod
+        return kvstore.make_trainer(params, opt)
     if kvstore is None:
         kvstore = 'device' if len(ctx) > 1 else None
     return gluon.Trainer(params, opt, kvstore=kvstore, update_on_kvstore=False if kvstore is not None else None)
@@ -189,8 +191,11 @@ class Checkpointer:
 
 
 def evaluate(net: gluon.Block, loader, ctx: Sequence[mx.Context], progress: bool = False,
-             desc: str = 'eval') -> Dict[str, float]:
-    """Top-1, top-5 and mean cross-entropy over a loader (labels as integers)."""
+             desc: str = 'eval', reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Dict[str, float]:
+    """Top-1, top-5 and mean cross-entropy over a loader (labels as integers).
+
+    reduce: sums [loss, top-1, top-5, images] over data-parallel workers that each evaluated their shard.
+    """
     from tqdm import tqdm
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     sums = [mx.nd.zeros(3, ctx=c) for c in ctx]  # loss, top1, top5
@@ -210,6 +215,9 @@ def evaluate(net: gluon.Block, loader, ctx: Sequence[mx.Context], progress: bool
             n += len(y)
             bar.update(1)
     total = sum(s.asnumpy().astype(np.float64) for s in sums)
+    if reduce is not None:
+        total = reduce(np.append(total, n))
+        n = int(total[3])
     return {'loss': float(total[0] / n), 'top1': float(total[1] / n), 'top5': float(total[2] / n), 'n': n}
 
 
@@ -328,7 +336,8 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
         kvstore=None, extra_loss: Optional[Callable] = None, ce_weight: float = 1.0, mixup_off_epochs: int = 0,
         start_epoch: int = 0,
         on_checkpoint: Optional[Callable[[str], None]] = None, on_resume: Optional[Callable[[str], None]] = None,
-        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None, until: Optional[int] = None) -> List[dict]:
+        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None, until: Optional[int] = None,
+        reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None, checkpoint: bool = True) -> List[dict]:
     """Trains for cfg.epochs (or `epochs`), evaluating and checkpointing after every epoch.
 
     Args:
@@ -348,6 +357,8 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
         on_resume: f(folder) after the checkpoint's parameters are loaded (to restore that state).
         until: stop after this epoch (exclusive), keeping the LR schedule of `epochs` (a phase cut in two).
         trainer_factory: builds the Trainer (default make_trainer).
+        reduce: sums evaluation counts over data-parallel workers (see evaluate).
+        checkpoint: write a checkpoint after every epoch (data-parallel workers other than rank 0 do not).
     """
     epochs = cfg.epochs if epochs is None else epochs
     make = trainer_factory or (lambda: make_trainer(net, cfg, ctx, kvstore))
@@ -373,10 +384,11 @@ def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Conte
                                mixup=mixup, ce_weight=ce_weight))
         check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, ck.path(''))
         if test_loader is not None:
-            ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval')
+            ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval', reduce=reduce)
             row.update({'test_top1': ev['top1'], 'test_top5': ev['top5'], 'test_loss': ev['loss']})
         history.append(row)
-        ck.save(net, trainer, {'epoch': epoch, 'history': history}, extra=on_checkpoint)
+        if checkpoint:
+            ck.save(net, trainer, {'epoch': epoch, 'history': history}, extra=on_checkpoint)
         if log is not None:
             log(row)
     return history

@@ -10,12 +10,13 @@ pruned.plan.json, export/, report.json and PNG plots; a summary table is printed
 """
 import _bootstrap  # noqa: F401  (first: picks OMP threads before MXNet loads)
 
+import contextlib
 import os
 import time
 
 from train import add_run_args
 
-from mxprune import cli, pipeline, recipe as recipe_mod
+from mxprune import cli, distributed, pipeline, recipe as recipe_mod, train as train_mod
 
 
 def main(argv=None) -> int:
@@ -25,9 +26,20 @@ def main(argv=None) -> int:
     rec = recipe_mod.load(args.recipe, args.set)
     out = args.out or os.path.join('runs', os.path.splitext(os.path.basename(args.recipe))[0])
     tic = time.time()
+    # under tools/launch.py (or horovodrun) this process is one of several data-parallel workers
+    workers = distributed.from_env(rec.distributed.backend, rec.distributed.bn, train_mod.parse_ctx(rec.train.ctx))
+    with workers.failing_fast() if workers is not None else contextlib.nullcontext():
+        return _run(args, rec, out, tic, workers)
+
+
+def _run(args, rec, out: str, tic: float, workers) -> int:
     s = pipeline.setup(rec, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
-                       threads_note=_bootstrap.THREADS_NOTE)
-    print(f'run folder {s.run.path}; {_bootstrap.THREADS_NOTE}; data {s.data_root}')
+                       threads_note=_bootstrap.THREADS_NOTE, workers=workers)
+    if workers is not None and not workers.is_writer:
+        pipeline.run_prune(s, tic)  # rank 0 prints and writes the results
+        return 0
+    print(f'run folder {s.run.path}; {_bootstrap.THREADS_NOTE}; data {s.data_root}'
+          + (f'; {workers.num_workers} {workers.kind} workers, this is rank 0' if workers is not None else ''))
     report = pipeline.run_prune(s, tic)
     if 'pruned' not in report:
         print(f'{rec.model.name} dense (no pruning section): test top-1 {report["test_top1"]:.4f}')

@@ -215,10 +215,55 @@ def softmax(t, n):
 
 
 def transpose(t, n):
+    """Keeps the layout when axes 0 and 1 stay; else the channels move (detector heads go NCHW -> NHWC): frozen."""
     axes = _parse_tuple(n.attrs.get('axes'))
     if axes and len(axes) > 1 and axes[0] == 0 and axes[1] == 1:
         return identity(t, n)
-    return unknown(t, n)
+    return _moved(t, n, f'{n.op} {n.name} moves the channel axis (axes={n.attrs.get("axes", "reversed")})')
+
+
+def _moved(t, n, reason: str):
+    """An operator we understand but whose output has no channel axis 1 we follow: inputs frozen, output opaque."""
+    for i in range(len(n.data)):
+        t.freeze(n.in_space(i), reason)
+    return [t.opaque(s, reason) for s in n.out_shapes]
+
+
+def slice_like(t, n):
+    """slice_like(data, like, axes): the output's channels are data's unless axis 1 is sliced; `like` gives only a
+    shape (detector anchors are cut to a feature map's height and width), so its channels stay free."""
+    shape = n.in_shape(0)
+    axes = {_axis(a, len(shape)) for a in _parse_tuple(n.attrs.get('axes'))} or set(range(len(shape)))
+    if 1 in axes and _channels(n.in_shape(1)) != _channels(shape):
+        return _moved(t, n, f'{n.op} {n.name} slices the channels to another tensor\'s width')
+    if 1 in axes:  # equal widths: data and like are cut together or not at all
+        t.union(n.in_space(0), n.in_space(1), f'{n.op} {n.name}')
+    return [n.in_space(0)]
+
+
+def repeat(t, n):
+    """repeat along a spatial axis (YOLOv3's nearest upsampling) keeps the channels; along 1 or flat it does not."""
+    shape = n.in_shape(0)
+    axis = n.attrs.get('axis')
+    if axis in (None, 'None') or _axis(axis, len(shape)) in (0, 1):
+        return _moved(t, n, f'{n.op} {n.name} repeats along axis {axis} (the channels or the flattened tensor)')
+    return identity(t, n)
+
+
+def tile(t, n):
+    """tile keeps the channel layout when its repetition along axis 1 is one (reps align to the trailing axes)."""
+    shape = n.in_shape(0)
+    reps = _parse_tuple(n.attrs.get('reps'))
+    ndim = max(len(shape), len(reps))
+    reps = (1,) * (ndim - len(reps)) + tuple(reps)
+    if ndim == len(shape) and len(shape) >= 2 and reps[1] == 1:
+        return identity(t, n)
+    return _moved(t, n, f'{n.op} {n.name} repeats or adds the channel axis (reps={n.attrs.get("reps")})')
+
+
+def source(t, n):
+    """Operators that make a tensor from attributes only (_arange, _zeros): a constant whose channels never cut."""
+    return [t.opaque(s, f'{n.op} {n.name} (a constant tensor)') for s in n.out_shapes]
 
 
 def expand_squeeze(t, n):
@@ -270,7 +315,15 @@ BINARY_OPS = (
     'elemwise_add', 'elemwise_sub', 'elemwise_mul', 'elemwise_div', '_plus', '_Plus', '_add', '_minus', '_Minus',
     '_sub', '_mul', '_Mul', '_div', '_Div', '_maximum', '_minimum', '_power', 'broadcast_add', 'broadcast_plus',
     'broadcast_sub', 'broadcast_minus', 'broadcast_mul', 'broadcast_div', 'broadcast_maximum',
-    'broadcast_minimum', 'broadcast_power', 'add_n', 'ElementWiseSum', '_grad_add',
+    'broadcast_minimum', 'broadcast_power', 'add_n', 'ElementWiseSum', '_grad_add', 'where',
+)
+SOURCE_OPS = ('_arange', '_zeros', '_ones', '_full', '_eye', '_linspace', '_zeros_without_dtype')
+# Anchor generation, box coding, matching and suppression (SSD, YOLO, Faster R-CNN): their tensors are (batch,
+# anchors, box fields); channel layouts end at the predictor convs that feed them.
+DETECTION_OPS = (
+    '_contrib_MultiBoxPrior', '_contrib_MultiBoxDetection', '_contrib_MultiBoxTarget', '_contrib_box_nms',
+    '_contrib_box_non_maximum_suppression', '_contrib_box_decode', '_contrib_box_encode', '_contrib_box_iou',
+    '_contrib_bipartite_matching', '_contrib_Proposal', '_contrib_MultiProposal',
 )
 
 RULES: Dict[str, Rule] = {op: identity for op in IDENTITY_OPS}
@@ -305,4 +358,9 @@ RULES.update({
     'L2Normalization': l2norm,
     'UpSampling': upsampling,
     'SoftmaxOutput': output_freeze('loss layer {name}'),
+    'slice_like': slice_like,
+    'repeat': repeat,
+    'tile': tile,
 })
+RULES.update({op: source for op in SOURCE_OPS})
+RULES.update({op: output_freeze('detection op {name} (boxes and anchors on the last axis)') for op in DETECTION_OPS})

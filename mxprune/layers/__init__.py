@@ -185,3 +185,26 @@ def handler_for(op: str) -> Optional[LayerHandler]:
 def check_known_block(block: mx.gluon.Block, op: str) -> None:
     if op not in HANDLERS:
         raise MxPruneError(f'no layer handler for operator {op} (block {block.name})')
+
+
+def child_blocks(block: mx.gluon.Block) -> Dict[str, mx.gluon.Block]:
+    """A block's registered children by their structural name."""
+    return dict(block._children)
+
+
+def replace_child(parent: mx.gluon.Block, name: str, new: mx.gluon.Block) -> None:
+    """Puts `new` in the place of the child `name` (same structural name and position), e.g. a SymbolBlock by a
+    native block; Gluon's __setattr__ refuses a change of type, so the registry and the attribute are set here."""
+    old = parent._children[name]
+    parent._children[name] = new
+    for attr, value in list(vars(parent).items()):
+        if value is old:
+            object.__setattr__(parent, attr, new)
+    if hasattr(parent, '_clear_cached_op'):
+        parent._clear_cached_op()
+
+
+def symbol_of(block: mx.gluon.SymbolBlock):
+    """(input variable names, output Symbol) of a SymbolBlock."""
+    inputs, out = block._cached_graph
+    return [s.name for s in inputs], out
