@@ -262,5 +262,13 @@ def load(path: str, overrides: Optional[List[str]] = None) -> Recipe:
     return from_mapping(raw, path)
 
 
+def require_classification(recipe: Recipe, path: str) -> Recipe:
+    """Refuses a detection recipe in the classification tools (tools/prune.py, tools/train.py), naming the right one."""
+    if recipe.detection is not None:
+        raise RecipeError(f'{path}: detection: a detection recipe (data.dataset {recipe.data.dataset!r}) is not '
+                          f'allowed here; run it with python tools/detect.py --recipe {path}')
+    return recipe
+
+
 def dump(recipe: Recipe) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False, default_flow_style=None)

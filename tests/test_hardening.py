@@ -153,6 +153,8 @@ CASES = [
      'not a run folder, an export prefix'),
     ('compare: unfinished run', 'compare', ['{w}/dense_run', '--out', '{w}/c.png'], 'no report.json'),
     ('train: unknown model', 'train', ['--recipe', R_, '--set', 'model.name=resnet_20'], 'is not a GluonCV model'),
+    ('prune: a detection recipe', 'prune', ['--recipe', 'recipes/raccoon_ssd_l2.yaml'],
+     'run it with python tools/detect.py --recipe recipes/raccoon_ssd_l2.yaml'),
     ('train: negative batch', 'train', ['--recipe', R_, '--set', 'data.batch_size=-4'], 'data.batch_size: -4'),
 ]
 

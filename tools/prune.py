@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
     add_run_args(p)
     args = p.parse_args(argv)
-    rec = recipe_mod.load(args.recipe, args.set)
+    rec = recipe_mod.require_classification(recipe_mod.load(args.recipe, args.set), args.recipe)
     out = args.out or os.path.join('runs', os.path.splitext(os.path.basename(args.recipe))[0])
     tic = time.time()
     # under tools/launch.py (or horovodrun) this process is one of several data-parallel workers

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
     add_run_args(p)
     args = p.parse_args(argv)
-    rec = recipe_mod.load(args.recipe, args.set)
+    rec = recipe_mod.require_classification(recipe_mod.load(args.recipe, args.set), args.recipe)
     out = args.out or os.path.join('runs', os.path.splitext(os.path.basename(args.recipe))[0] + '-train')
     tic = time.time()
     s = pipeline.setup(rec, out, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
