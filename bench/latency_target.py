@@ -8,7 +8,7 @@
    multiples of 16 (mxprune's advice); the latter's speed-up S at batch 64 is measured (dense and pruned interleaved);
 3. from the same dense model and the same L2 scores, a speedup target of S (mxprune's measured latency table,
    NetAdapt-style greedy, widths in steps of 8) and the same 2 fine-tuning epochs.
-Prints both nets' MACs, measured speed-up and predicted speed-up (the latency model's prediction for both nets).
+Prints the three nets' MACs, measured speed-up and predicted speed-up (the latency model's prediction for each).
 Last line: ratio <MACs kept by the latency net / MACs kept by the widths-x16 FLOPs net>.
 """
 import json
