@@ -7,7 +7,8 @@
    FLOPs-minded user would; on this oneDNN build that net runs slower than the dense one) and with widths in
    multiples of 16 (mxprune's advice); the latter's speed-up S at batch 64 is measured (dense and pruned interleaved);
 3. from the same dense model and the same L2 scores, a speedup target of S (mxprune's measured latency table,
-   NetAdapt-style greedy, widths in steps of 8) and the same 2 fine-tuning epochs.
+   NetAdapt-style greedy, widths in steps of 8; each chosen net is built and timed, and its measured/predicted ratio
+   corrects the next pass until a measured net meets S) and the same 2 fine-tuning epochs.
 Prints the three nets' MACs, measured speed-up and predicted speed-up (the latency model's prediction for each).
 Last line: ratio <MACs kept by the latency net / MACs kept by the widths-x16 FLOPs net>.
 """
@@ -101,6 +102,11 @@ def main() -> None:
     for name, macs, speed, pred_speed, pred_ms, meas_ms, top1 in rows:
         print(f'{name:22s} {macs:6.3f} {speed:8.2f}x {pred_speed:9.2f}x {pred_ms:8.2f} {meas_ms:8.2f} '
               f'{100 * (pred_ms / meas_ms - 1):+6.1f}% {top1:7.4f}')
+    for found in lat.get('latency_model') or []:
+        print(f'speed-up target search: {found["target_ms"]:.2f} ms needed (dense {found["dense_ms"]:.2f} ms); '
+              + '; '.join(f'pass {i + 1} aimed at {r["goal_ms"]:.2f} ms predicted, chose a net predicted '
+                          f'{r["predicted_ms"]:.2f} ms, measured {r["measured_ms"]:.2f} ms'
+                          for i, r in enumerate(found.get('rounds', []))))
     print(f'ratio {rows[2][1] / rows[1][1]:.3f}')
 
 

@@ -10,6 +10,10 @@ median time of that layer alone (conv + BN + ReLU, hybridized the way inference 
 the build has it) at the target batch. It is cached per machine (CPU model, threads, MXNet version, backend) in
 $MXNET_HOME/mxprune/latency-<key>.json. Whole-net latency is predicted as a * sum(layers) + b, with a and b fitted
 on measured whole nets (dense and a uniformly halved one), and every prediction reported next to a measurement.
+
+`search` closes the loop the way NetAdapt does: the greedy picks widths by prediction, the picked net is then built
+and measured, and the measured/predicted ratio of that net corrects the target for the next greedy pass (from the
+same starting widths). The net returned is one that was measured, not only predicted, to meet the target.
 """
 import hashlib
 import json
@@ -254,3 +258,47 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         keep[gi] = k
     model.table.save()
     return {gi: int(k.sum()) for gi, k in keep.items()}
+
+
+def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
+           current: Dict[int, np.ndarray], target_ms: float, min_keep: Callable[[int, int], int], *,
+           measure: Optional[Callable[[Dict[int, np.ndarray]], float]] = None, rounds: int = 4,
+           tolerance: float = 0.02) -> Tuple[Dict[int, int], dict]:
+    """Kept counts per group whose *measured* latency meets `target_ms`, and a report of every round.
+
+    Each round runs `greedy` to a target in predicted milliseconds, builds and times the chosen net (`measure`,
+    default: `measure_keep` on the model's net) and rescales the next round's target by predicted/measured of that
+    net, so a table that is a few per cent off near the target is corrected where it matters. Stops when a measured
+    net lies within `tolerance` below the target. Returns the measured net that met the target with the most
+    predicted latency left (the least pruned), else the fastest one measured (report['met'] is False).
+    """
+    from .flops import group_keep_from_counts
+    by_index = {g.index: g for g in groups}
+    if measure is None:
+        def measure(keep):
+            return measure_keep(model.net, model.graph, keep, model.input_shape, model.batch, model.backend)
+    goal, tried, seen = target_ms, [], set()
+    for _ in range(max(1, rounds)):
+        try:
+            counts = greedy(model, groups, scores, current, goal, min_keep)
+        except OverPruneError:
+            if not tried:
+                raise
+            break  # the corrected goal is beyond the narrowest widths: keep what was measured
+        key = tuple(sorted(counts.items()))
+        if key in seen:  # the correction led back to a net already measured: no new information
+            break
+        seen.add(key)
+        keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
+        predicted = model.predict(keep)
+        measured = float(measure(keep))
+        tried.append({'counts': counts, 'goal_ms': goal, 'predicted_ms': predicted, 'measured_ms': measured})
+        if target_ms * (1.0 - tolerance) <= measured <= target_ms:
+            break
+        goal = target_ms * predicted / measured
+    met = [t for t in tried if t['measured_ms'] <= target_ms]
+    pick = max(met, key=lambda t: t['predicted_ms']) if met else min(tried, key=lambda t: t['measured_ms'])
+    report = {'target_ms': target_ms, 'met': bool(met), 'predicted_ms': pick['predicted_ms'],
+              'measured_ms': pick['measured_ms'],
+              'rounds': [{k: v for k, v in t.items() if k != 'counts'} for t in tried]}
+    return pick['counts'], report

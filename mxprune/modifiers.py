@@ -7,6 +7,7 @@ removed), `macs` or `params` (the fraction of the dense count to keep, reached b
 or on the score threshold (global)).
 """
 import dataclasses
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import mxnet as mx
@@ -267,11 +268,13 @@ class PruningModifier:
         final_ms = self.target.value if self.target.kind == 'latency' else m.dense_ms / self.target.value
         target_ms = m.dense_ms - (m.dense_ms - final_ms) * fraction
         groups = [session.groups_by_index[gi] for gi in scores]
-        counts = latency.greedy(m, groups, scores, current, target_ms,
-                                lambda gi, n: self._limits(session.group_size[gi], n)[0])
-        keep = {gi: flops_mod.group_keep_from_counts(session.groups_by_index[gi], n) for gi, n in counts.items()}
-        self.latency_report = {**m.calibration, 'target_ms': target_ms, 'predicted_ms': m.predict(keep),
-                               'table_entries': len(m.table.entries), 'table': m.table.path}
+        counts, found = latency.search(m, groups, scores, current, target_ms,
+                                       lambda gi, n: self._limits(session.group_size[gi], n)[0])
+        self.latency_report = {**m.calibration, **found, 'table_entries': len(m.table.entries),
+                               'table': m.table.path}
+        if not found['met']:
+            warnings.warn(f'latency target {target_ms:.2f} ms not met: the fastest net measured ran '
+                          f'{found["measured_ms"]:.2f} ms (predicted {found["predicted_ms"]:.2f} ms)', stacklevel=3)
         return counts
 
     def _limits(self, size: int, kept_now: int) -> tuple:
