@@ -214,8 +214,10 @@ class LatencyModel:
 
 
 def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
-           current: Dict[int, np.ndarray], target_ms: float, min_keep: Callable[[int, int], int]) -> Dict[int, int]:
-    """Kept channel counts per group meeting the predicted latency `target_ms`.
+           current: Dict[int, np.ndarray], target_ms: float, min_keep: Callable[[int, int], int],
+           narrowest: bool = False) -> Dict[int, int]:
+    """Kept channel counts per group meeting the predicted latency `target_ms` (with `narrowest`, when the target
+    is beyond the limits, the narrowest widths reached instead of an error).
 
     NetAdapt-style (Yang et al. 2018): repeatedly narrow the group whose next faster width saves the most
     predicted time per unit of importance removed (sum of its lowest normalised scores). A group's next width is
@@ -252,6 +254,8 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                     break
                 w -= step
         if best is None:
+            if narrowest:
+                break
             raise OverPruneError(f'latency target {target_ms:.2f} ms cannot be reached: the narrowest widths the '
                                  f'limits allow are predicted at {now:.2f} ms (dense {model.dense_ms:.2f} ms)')
         _, gi, k, now = best
@@ -277,14 +281,16 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     if measure is None:
         def measure(keep):
             return measure_keep(model.net, model.graph, keep, model.input_shape, model.batch, model.backend)
-    goal, tried, seen = target_ms, [], set()
+    goal, tried, seen, at_limit = target_ms, [], set(), False
     for _ in range(max(1, rounds)):
         try:
             counts = greedy(model, groups, scores, current, goal, min_keep)
         except OverPruneError:
-            if not tried:
-                raise
-            break  # the corrected goal is beyond the narrowest widths: keep what was measured
+            if tried:
+                break  # the corrected goal is beyond the narrowest widths: keep what was measured
+            # the table may be pessimistic: time the narrowest widths before giving up on the target
+            counts = greedy(model, groups, scores, current, goal, min_keep, narrowest=True)
+            at_limit = True
         key = tuple(sorted(counts.items()))
         if key in seen:  # the correction led back to a net already measured: no new information
             break
@@ -293,6 +299,11 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         predicted = model.predict(keep)
         measured = float(measure(keep))
         tried.append({'counts': counts, 'goal_ms': goal, 'predicted_ms': predicted, 'measured_ms': measured})
+        if at_limit and measured > target_ms:
+            raise OverPruneError(f'latency target {target_ms:.2f} ms cannot be reached: the narrowest widths the '
+                                 f'limits allow measured {measured:.2f} ms (predicted {predicted:.2f} ms, dense '
+                                 f'{model.dense_ms:.2f} ms)')
+        at_limit = False
         if target_ms * (1.0 - tolerance) <= measured <= target_ms:
             break
         goal = target_ms * predicted / measured

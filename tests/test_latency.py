@@ -94,6 +94,21 @@ def test_search_corrects_the_target_by_measuring_the_chosen_net():
     assert rep['met'] and rep['measured_ms'] > rep['rounds'][0]['measured_ms']
 
 
+def test_search_times_the_narrowest_net_before_refusing_a_target():
+    m, graph = fake_model(nets.build('depthwise'))
+    groups = graph.prunable_groups(Selection(skip_first=False))
+    scores = {g.index: np.arange(g.size, dtype=float) for g in groups}
+    current = {g.index: np.ones(g.size, bool) for g in groups}
+    narrowest = latency.greedy(m, groups, scores, current, 0.0, lambda gi, n: 1, narrowest=True)
+    floor = m.predict({gi: np.arange(len(current[gi])) < n for gi, n in narrowest.items()})
+    target = 0.9 * floor  # the table says the limits cannot reach it; the real net is faster than the table
+    counts, rep = latency.search(m, groups, scores, current, target, lambda gi, n: 1,
+                                 measure=lambda keep: 0.8 * m.predict(keep))
+    assert rep['met'] and rep['rounds'][0]['predicted_ms'] == pytest.approx(floor)
+    with pytest.raises(OverPruneError, match='narrowest widths the limits allow measured'):
+        latency.search(m, groups, scores, current, target, lambda gi, n: 1, measure=m.predict)
+
+
 def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))  # a fresh table, measured here and cached
     net = nets.build('residual')
