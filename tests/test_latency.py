@@ -94,6 +94,21 @@ def test_search_corrects_the_target_by_measuring_the_chosen_net():
     assert rep['met'] and rep['measured_ms'] > rep['rounds'][0]['measured_ms']
 
 
+def test_refill_widens_back_into_the_budget_and_never_past_it():
+    m, graph = fake_model(nets.build('depthwise'))
+    groups = graph.prunable_groups(Selection(skip_first=False))
+    rng = np.random.RandomState(0)
+    scores = {g.index: rng.uniform(size=g.size) for g in groups}
+    current = {g.index: np.ones(g.size, bool) for g in groups}
+    narrow = latency.greedy(m, groups, scores, current, 0.4 * m.dense_ms, lambda gi, n: 1)
+    predict = lambda counts: m.predict({gi: np.arange(len(current[gi])) < n for gi, n in counts.items()})  # noqa
+    budget = 0.75 * m.dense_ms
+    wide = latency.refill(m, groups, scores, current, narrow, budget)
+    assert predict(narrow) < predict(wide) <= budget
+    assert all(wide[gi] >= narrow[gi] for gi in narrow) and wide != narrow
+    assert latency.refill(m, groups, scores, current, narrow, predict(narrow)) == narrow
+
+
 def test_search_times_the_narrowest_net_before_refusing_a_target():
     m, graph = fake_model(nets.build('depthwise'))
     groups = graph.prunable_groups(Selection(skip_first=False))
