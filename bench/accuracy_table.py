@@ -21,6 +21,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RECIPE = 'recipes/table_r20.yaml'
 
+# the l2 criterion with per-stage widths read off the measured latency table (python bench/layer_widths.py, README):
+# stage 1 at 8 channels in and out (the only narrower width oneDNN runs faster there), stage 2's block-internal
+# channels halved, stage 3's cut by a quarter; the residual widths of stages 2 and 3 kept. 0.487x MACs.
+LAYERWISE = ('pruning.0={criterion: l2, scope: local, target: {sparsity: 0.0}, round_to: 8, skip_first: false, '
+             'ratios: {"features.2.*": 0.5, "features.3.*.body.0": 0.5, "features.4.*.body.0": 0.25}}')
 ROWS = {
     'l1': ['pruning.0.criterion=l1'],
     'l2': ['pruning.0.criterion=l2'],
@@ -34,11 +39,8 @@ ROWS = {
     # knowledge distillation from the dense model during fine-tuning
     'l2_round_to_8': ['pruning.0.criterion=l2', 'pruning.0.round_to=8'],
     'l2_distill': ['pruning.0.criterion=l2', 'distill={alpha: 0.7, temperature: 4.0}'],
-    # the l2 criterion with per-stage widths read off the measured latency table (MXNET_NOTES / README): stage 1 at
-    # 8 channels in and out (the only narrower width oneDNN runs faster there), stage 2's block-internal channels
-    # halved, stage 3's cut by a quarter; the residual widths of stages 2 and 3 kept. 0.487x MACs.
-    'l2_layerwise': ['pruning.0={criterion: l2, scope: local, target: {sparsity: 0.0}, round_to: 8, skip_first: false, '
-                     'ratios: {"features.2.*": 0.5, "features.3.*.body.0": 0.5, "features.4.*.body.0": 0.25}}'],
+    'l2_layerwise': [LAYERWISE],
+    'l2_layerwise_distill': [LAYERWISE, 'distill={alpha: 0.7, temperature: 4.0}'],
     'agp_unstructured_90': ['pruning.0={criterion: l1, granularity: weight, scope: global, target: {sparsity: 0.9}, '
                             'max_ratio: 0.98, schedule: {kind: agp, start_epoch: 0, end_epoch: 2, frequency: 100}}'],
 }

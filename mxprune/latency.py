@@ -250,7 +250,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     """Widens groups back, most importance regained per predicted millisecond first, while the predicted latency
     stays within `budget_ms`: the greedy's last step can overshoot the target by a whole width step."""
     step = model.step
-    width = {g.index: _coupled_layers(g) for g in groups}
+    coupled = {g.index: _coupled_layers(g) for g in groups}
     counts = dict(counts)
     keep = {gi: _top(scores[gi], current[gi], n) for gi, n in counts.items()}
     now = model.predict(keep)
@@ -265,7 +265,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = _top(scores[gi], current[gi], w)
                 t = model.predict(trial)
                 if t <= budget_ms:
-                    regained = width[gi] * float(np.sum(scores[gi][trial[gi] & ~keep[gi]]))
+                    regained = coupled[gi] * float(np.sum(scores[gi][trial[gi] & ~keep[gi]]))
                     value = regained / max(t - now, 1e-6)
                     if best is None or value > best[0]:
                         best = (value, gi, w, trial[gi], t)
@@ -286,15 +286,14 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
 
     NetAdapt-style (Yang et al. 2018): repeatedly narrow the group whose next faster width saves the most
     predicted time per unit of importance removed (sum of its lowest normalised scores, times the number of
-    weighted layers the group couples). A group's next width is
-    the widest multiple of the step below its width that the table predicts to be faster, so widths that are slow
-    on this machine are skipped over, never chosen.
+    weighted layers the group couples). A group's next width is the widest multiple of the step below its width
+    that the table predicts to be faster, so widths that are slow on this machine are skipped over, never chosen.
     """
     step = model.step
     keep = {g.index: current[g.index].copy() for g in groups if g.index in scores}
     order = {gi: np.argsort(np.where(keep[gi], scores[gi], np.inf), kind='stable') for gi in keep}
     sizes = {g.index: g.size for g in groups}
-    width = {g.index: _coupled_layers(g) for g in groups}
+    coupled = {g.index: _coupled_layers(g) for g in groups}
 
     def with_count(gi: int, n: int) -> np.ndarray:
         alive = order[gi][:int(keep[gi].sum())]
@@ -314,7 +313,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = with_count(gi, w)
                 t = model.predict(trial)
                 if t < now:
-                    lost = width[gi] * float(np.sum(np.sort(scores[gi][keep[gi]])[:n - w]))
+                    lost = coupled[gi] * float(np.sum(np.sort(scores[gi][keep[gi]])[:n - w]))
                     gain = (now - t) / (lost + 1e-9)
                     if best is None or gain > best[0]:
                         best = (gain, gi, trial[gi], t)
