@@ -147,4 +147,6 @@ def test_zoo_sweep(name):
     row = sweep_one(name)
     if row['status'] == 'unsupported':
         pytest.skip(row['detail'])
+    if row['status'] == 'error' and row['stage'] == 'build':  # the unpruned model does not run (GluonCV vs MXNet 1.9)
+        pytest.skip(f'{name} fails before mxprune touches it: {row["detail"]}')
     assert row['status'] == 'ok', row
