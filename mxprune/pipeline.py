@@ -114,6 +114,11 @@ def _worker_data(recipe: recipe_mod.Recipe, workers, resume: bool):
     if resume and n > 1:
         raise RecipeError(f'--resume is not supported with {n} workers yet (only rank 0 keeps checkpoints); start '
                           f'a new run, or resume in one process')
+    for i, item in enumerate(recipe.pruning):
+        if n > 1 and item.target.kind in ('latency', 'speedup'):
+            raise RecipeError(f'pruning.{i}.target: a {item.target.kind} target is not allowed with {n} workers; '
+                              f'each worker would time its own CPU and could choose other widths. Expected one '
+                              f'process, or a macs/params/sparsity target')
     if batch % n:
         raise RecipeError(f'data.batch_size: {batch} is not allowed with {n} workers; expected a multiple of {n} '
                           f'(the global batch is split evenly over the workers)')

@@ -204,3 +204,16 @@ def test_recipe_choices_match_the_backends():
     fields = {f.name: f for f in recipe.DistributedConfig.__dataclass_fields__.values()}
     assert tuple(fields['backend'].metadata['choices']) == distributed.CHOICES
     assert tuple(fields['bn'].metadata['choices']) == tuple(distributed.BN_POLICIES)
+
+
+def test_a_measured_latency_target_is_refused_with_several_workers():
+    import types
+    from mxprune import pipeline, recipe
+    from mxprune.errors import RecipeError
+    rec = recipe.load(os.path.join(ROOT, 'recipes', 'quickstart.yaml'),
+                      ['pruning.0.target={speedup: 1.5}', 'pruning.0.scope=global'])
+    two = types.SimpleNamespace(num_workers=2, rank=0)
+    with pytest.raises(RecipeError, match=r'pruning\.0\.target: a speedup target is not allowed with 2 workers'):
+        pipeline._worker_data(rec, two, False)
+    one = types.SimpleNamespace(num_workers=1, rank=0)
+    assert pipeline._worker_data(rec, one, False).batch_size == rec.data.batch_size
