@@ -291,15 +291,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     """
     step = model.step
     keep = {g.index: current[g.index].copy() for g in groups if g.index in scores}
-    order = {gi: np.argsort(np.where(keep[gi], scores[gi], np.inf), kind='stable') for gi in keep}
-    sizes = {g.index: g.size for g in groups}
     coupled = {g.index: _coupled_layers(g) for g in groups}
-
-    def with_count(gi: int, n: int) -> np.ndarray:
-        alive = order[gi][:int(keep[gi].sum())]
-        k = np.zeros(sizes[gi], bool)
-        k[np.sort(np.asarray(alive)[np.argsort(-scores[gi][alive], kind='stable')][:n])] = True
-        return k
 
     now = model.predict(keep)
     while now > target_ms:
@@ -310,7 +302,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
             w = (n - 1) // step * step
             while w >= max(lo, 1):
                 trial = dict(keep)
-                trial[gi] = with_count(gi, w)
+                trial[gi] = _top(scores[gi], keep[gi], w)
                 t = model.predict(trial)
                 if t < now:
                     lost = coupled[gi] * float(np.sum(np.sort(scores[gi][keep[gi]])[:n - w]))

@@ -68,6 +68,20 @@ def test_the_greedy_spends_importance_where_it_is_cheap():
     assert counts[groups[1].index] < 6 and counts[groups[0].index] == 6
 
 
+def test_every_width_the_greedy_tries_keeps_the_highest_scored_channels():
+    m, graph = fake_model(nets.build('depthwise'))
+    group = graph.group_of('expand.0')
+    scores = {group.index: np.arange(group.size, dtype=float)}
+    current = {group.index: np.ones(group.size, bool)}
+    tried = []
+    predict = m.predict
+    m.predict = lambda keep: tried.append(keep[group.index].copy()) or predict(keep)
+    counts = latency.greedy(m, [group], scores, current, 0.0, lambda gi, n: 1, narrowest=True)
+    assert counts[group.index] <= 8  # narrowed at least twice (16 -> 12 -> 8), so later trials start from a cut
+    for k in tried:
+        assert np.flatnonzero(k).tolist() == list(range(group.size - int(k.sum()), group.size)), k
+
+
 def test_search_corrects_the_target_by_measuring_the_chosen_net():
     m, graph = fake_model(nets.build('depthwise'))
     groups = graph.prunable_groups(Selection(skip_first=False))
