@@ -341,6 +341,14 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         def measure(keep):
             return measure_keep(model.net, model.graph, keep, model.input_shape, model.batch, model.backend)
     goal, tried, seen, at_limit = target_ms, [], set(), False
+
+    def time_net(counts: Dict[int, int], goal_ms: float, **extra) -> dict:
+        seen.add(tuple(sorted(counts.items())))
+        keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
+        tried.append({'counts': counts, 'goal_ms': goal_ms, 'predicted_ms': model.predict(keep),
+                      'measured_ms': float(measure(keep)), **extra})
+        return tried[-1]
+
     for _ in range(max(1, rounds)):
         try:
             counts = greedy(model, groups, scores, current, goal, min_keep)
@@ -350,14 +358,10 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
             # the table may be pessimistic: time the narrowest widths before giving up on the target
             counts = greedy(model, groups, scores, current, goal, min_keep, narrowest=True)
             at_limit = True
-        key = tuple(sorted(counts.items()))
-        if key in seen:  # the correction led back to a net already measured: no new information
+        if tuple(sorted(counts.items())) in seen:  # the correction led back to a net already measured
             break
-        seen.add(key)
-        keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
-        predicted = model.predict(keep)
-        measured = float(measure(keep))
-        tried.append({'counts': counts, 'goal_ms': goal, 'predicted_ms': predicted, 'measured_ms': measured})
+        t = time_net(counts, goal)
+        predicted, measured = t['predicted_ms'], t['measured_ms']
         if at_limit and measured > target_ms:
             raise OverPruneError(f'latency target {target_ms:.2f} ms cannot be reached: the narrowest widths the '
                                  f'limits allow measured {measured:.2f} ms (predicted {predicted:.2f} ms, dense '
@@ -373,12 +377,9 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         budget = target_ms * pick['predicted_ms'] / pick['measured_ms']
         counts = refill(model, groups, scores, current, pick['counts'], budget)
         if tuple(sorted(counts.items())) not in seen:
-            keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
-            predicted, measured = model.predict(keep), float(measure(keep))
-            tried.append({'counts': counts, 'goal_ms': budget, 'predicted_ms': predicted, 'measured_ms': measured,
-                          'widened': True})
-            if measured <= target_ms:
-                pick = tried[-1]
+            t = time_net(counts, budget, widened=True)
+            if t['measured_ms'] <= target_ms:
+                pick = t
     report = {'target_ms': target_ms, 'met': bool(met), 'predicted_ms': pick['predicted_ms'],
               'measured_ms': pick['measured_ms'],
               'rounds': [{k: v for k, v in t.items() if k != 'counts'} for t in tried]}

@@ -35,6 +35,21 @@ def fake_model(net):
     return m, graph
 
 
+def depthwise_problem():
+    """The depthwise net on the synthetic table: model, prunable groups, random scores, every channel kept."""
+    m, graph = fake_model(nets.build('depthwise'))
+    groups = graph.prunable_groups(Selection(skip_first=False))
+    rng = np.random.RandomState(0)
+    scores = {g.index: rng.uniform(size=g.size) for g in groups}
+    current = {g.index: np.ones(g.size, bool) for g in groups}
+    return m, groups, scores, current
+
+
+def first(current, counts):
+    """Keep-masks of the first `n` channels per group: what the table's predictions depend on."""
+    return {gi: np.arange(len(current[gi])) < n for gi, n in counts.items()}
+
+
 def test_predictor_counts_widths_through_the_groups():
     m, graph = fake_model(nets.build('residual'))
     keep = {graph.group_of('b1.0.0').index: np.array([1, 1, 0, 0, 1, 1], bool)}
@@ -45,15 +60,10 @@ def test_predictor_counts_widths_through_the_groups():
 
 
 def test_greedy_meets_the_target_and_never_picks_a_slow_width():
-    m, graph = fake_model(nets.build('depthwise'))
-    groups = graph.prunable_groups(Selection(skip_first=False))
-    rng = np.random.RandomState(0)
-    scores = {g.index: rng.uniform(size=g.size) for g in groups}
-    current = {g.index: np.ones(g.size, bool) for g in groups}
+    m, groups, scores, current = depthwise_problem()
     target = 0.6 * m.dense_ms
     counts = latency.greedy(m, groups, scores, current, target, lambda gi, n: 1)
-    keep = {gi: np.arange(len(current[gi])) < n for gi, n in counts.items()}
-    assert m.predict(keep) <= target
+    assert m.predict(first(current, counts)) <= target
     assert all(n % 4 == 0 or n == len(current[gi]) for gi, n in counts.items()), counts
     with pytest.raises(OverPruneError, match='cannot be reached'):
         latency.greedy(m, groups, scores, current, 1e-6, lambda gi, n: n)
@@ -83,11 +93,7 @@ def test_every_width_the_greedy_tries_keeps_the_highest_scored_channels():
 
 
 def test_search_corrects_the_target_by_measuring_the_chosen_net():
-    m, graph = fake_model(nets.build('depthwise'))
-    groups = graph.prunable_groups(Selection(skip_first=False))
-    rng = np.random.RandomState(0)
-    scores = {g.index: rng.uniform(size=g.size) for g in groups}
-    current = {g.index: np.ones(g.size, bool) for g in groups}
+    m, groups, scores, current = depthwise_problem()
     target = 0.9 * m.dense_ms
     nets_timed = []
 
@@ -96,12 +102,11 @@ def test_search_corrects_the_target_by_measuring_the_chosen_net():
         return 1.15 * m.predict(keep)
     counts, rep = latency.search(m, groups, scores, current, target, lambda gi, n: 1, measure=measure)
     assert len(rep['rounds']) >= 2 and len(nets_timed) == len(rep['rounds'])
-    first = rep['rounds'][0]
-    assert first['predicted_ms'] <= target < first['measured_ms']  # the table alone would have missed the target
+    r0 = rep['rounds'][0]
+    assert r0['predicted_ms'] <= target < r0['measured_ms']  # the table alone would have missed the target
     assert rep['met'] and rep['measured_ms'] <= target and rep['rounds'][1]['goal_ms'] < target
     assert rep['measured_ms'] == rep['rounds'][1]['measured_ms']
-    keep = {gi: np.arange(len(current[gi])) < n for gi, n in counts.items()}
-    assert 1.15 * m.predict(keep) == pytest.approx(rep['measured_ms'])
+    assert 1.15 * m.predict(first(current, counts)) == pytest.approx(rep['measured_ms'])
     # a table that is too pessimistic: the first net is faster than needed, the next one keeps more
     counts, rep = latency.search(m, groups, scores, current, 0.7 * m.dense_ms, lambda gi, n: 1,
                                  measure=lambda keep: 0.8 * m.predict(keep))
@@ -109,13 +114,9 @@ def test_search_corrects_the_target_by_measuring_the_chosen_net():
 
 
 def test_refill_widens_back_into_the_budget_and_never_past_it():
-    m, graph = fake_model(nets.build('depthwise'))
-    groups = graph.prunable_groups(Selection(skip_first=False))
-    rng = np.random.RandomState(0)
-    scores = {g.index: rng.uniform(size=g.size) for g in groups}
-    current = {g.index: np.ones(g.size, bool) for g in groups}
+    m, groups, scores, current = depthwise_problem()
     narrow = latency.greedy(m, groups, scores, current, 0.4 * m.dense_ms, lambda gi, n: 1)
-    predict = lambda counts: m.predict({gi: np.arange(len(current[gi])) < n for gi, n in counts.items()})  # noqa
+    predict = lambda counts: m.predict(first(current, counts))  # noqa: E731
     budget = 0.75 * m.dense_ms
     wide = latency.refill(m, groups, scores, current, narrow, budget)
     assert predict(narrow) < predict(wide) <= budget
@@ -124,12 +125,10 @@ def test_refill_widens_back_into_the_budget_and_never_past_it():
 
 
 def test_search_times_the_narrowest_net_before_refusing_a_target():
-    m, graph = fake_model(nets.build('depthwise'))
-    groups = graph.prunable_groups(Selection(skip_first=False))
+    m, groups, _, current = depthwise_problem()
     scores = {g.index: np.arange(g.size, dtype=float) for g in groups}
-    current = {g.index: np.ones(g.size, bool) for g in groups}
     narrowest = latency.greedy(m, groups, scores, current, 0.0, lambda gi, n: 1, narrowest=True)
-    floor = m.predict({gi: np.arange(len(current[gi])) < n for gi, n in narrowest.items()})
+    floor = m.predict(first(current, narrowest))
     target = 0.9 * floor  # the table says the limits cannot reach it; the real net is faster than the table
     counts, rep = latency.search(m, groups, scores, current, target, lambda gi, n: 1,
                                  measure=lambda keep: 0.8 * m.predict(keep))
