@@ -2,12 +2,14 @@
 calibrated on real measurements, and a NetAdapt-style greedy that removes channels where they save the most
 predicted time per unit of importance lost.
 
-Why: FLOPs mislead on real hardware. On this AVX-512 CPU oneDNN computes in blocks of 16 channels, so widths that are
-not multiples of 16 can be slower than the dense layer (cifar_resnet56_v1 at 12/24/48 ran 0.77x of dense).
+Why: FLOPs mislead on real hardware. oneDNN computes in blocks of channels (16 on an AVX-512 CPU, 8 on AVX2), so
+widths that are not multiples of the block can be slower than the dense layer (on an AVX-512 EPYC,
+cifar_resnet56_v1 at 12/24/48 ran 0.77x of dense), and which widths are fast differs from one CPU to the next.
 
 The table holds, per layer signature (kind, kernel, stride, spatial size, depthwise or not) and (in, out) width, the
-median time of that layer (conv + BN + ReLU, hybridized the way inference runs: the fused oneDNN backend when the
-build has it) at the target batch, timed in context: behind a producer layer, whose own time is subtracted. It is
+time of that layer (conv + BN + ReLU, hybridized the way inference runs: the fused oneDNN backend when the build has
+it) at the target batch, timed in context: behind a producer layer, whose own time is subtracted (the fastest of
+several interleaved rounds of each). It is
 cached per machine (CPU model, threads, MXNet version, backend) in $MXNET_HOME/mxprune/latency-<key>.json.
 Whole-net latency is predicted as a * sum(layers) + b, with a and b fitted on measured whole nets (dense and a
 uniformly halved one), and every prediction reported next to a measurement.
@@ -38,9 +40,10 @@ def machine_key(batch: int, backend: str) -> str:
             cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')), cpu)
     except OSError:
         pass
-    # 'in-context': entries are timed behind a producer layer (see LatencyTable._measure); older tables were not
+    # 'in-context-min-sum': entries are timed behind a producer layer, residual convs with their add, fastest
+    # interleaved round (LatencyTable._measure, _time); older tables were timed otherwise and are not mixed in
     raw = (f'{cpu}|{os.cpu_count()}|{os.environ.get("OMP_NUM_THREADS", "")}|{mx.__version__}|{backend}|{batch}|'
-           f'in-context')
+           f'in-context-min-sum')
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -49,15 +52,44 @@ def cache_path(batch: int, backend: str) -> str:
     return os.path.expanduser(os.path.join(home, 'mxprune', f'latency-{machine_key(batch, backend)}.json'))
 
 
-def signature(layer: Layer) -> Optional[tuple]:
-    """What a layer's time depends on besides its widths; None for layers the table does not model."""
+def signature(layer: Layer, residual: bool = False) -> Optional[tuple]:
+    """What a layer's time depends on besides its widths; None for layers the table does not model. `residual`: the
+    conv's output is added to a tensor of its own shape (see `residual_convs`), timed with that add."""
     a = layer.attrs
     if layer.kind == 'conv':
-        return ('conv', a.get('kernel'), a.get('stride', '(1, 1)'), a.get('pad', '(0, 0)'), a.get('dilate', '(1, 1)'),
-                tuple(int(v) for v in layer.in_shape[2:]), 'chan' in layer.spaces)
+        sig = ('conv', a.get('kernel'), a.get('stride', '(1, 1)'), a.get('pad', '(0, 0)'), a.get('dilate', '(1, 1)'),
+               tuple(int(v) for v in layer.in_shape[2:]), 'chan' in layer.spaces)
+        return sig + ('sum',) if residual and tuple(layer.in_shape[2:]) == tuple(layer.out_shape[2:]) else sig
     if layer.kind == 'dense':
         return ('dense', int(np.prod(layer.in_shape[1:])) // max(1, layer.in_shape[1]))
     return None
+
+
+_ADDS = {'elemwise_add', '_plus', '_Plus', '_add', 'broadcast_add', 'broadcast_plus', 'add_n', 'ElementWiseSum'}
+
+
+def residual_convs(graph: DependencyGraph) -> set:
+    """Node names of the convs whose output (through BatchNorm) is added to another tensor: one per add, the one
+    computed last, into which oneDNN fuses the sum. Measured here (AVX2 EPYC, fused oneDNN, batch 64): a residual
+    block at widths 29/13 ran 12.2 ms against 7.8 ms without its add, so the add is part of the layer's time, and
+    far from constant across widths."""
+    from . import masks as masks_mod
+    with masks_mod.bypassed():
+        out = graph.net(mx.sym.var('data'))
+    sym = mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out
+    nodes = json.loads(sym.tojson())['nodes']
+
+    def conv_behind(nid: int) -> Optional[int]:
+        while nodes[nid]['op'] == 'BatchNorm':
+            nid = nodes[nid]['inputs'][0][0]
+        return nid if nodes[nid]['op'] == 'Convolution' else None
+    found = set()
+    for node in nodes:
+        if node['op'] in _ADDS:
+            convs = [c for c in (conv_behind(i[0]) for i in node['inputs']) if c is not None]
+            if convs:
+                found.add(nodes[max(convs)]['name'])
+    return found
 
 
 def _tuple(text: str) -> tuple:
@@ -69,16 +101,29 @@ def _build(sig: tuple, cin: int, cout: int):
     from mxnet.gluon import nn
     net = nn.HybridSequential()
     if sig[0] == 'conv':
-        _, kernel, stride, pad, dilate, side, depthwise = sig
+        _, kernel, stride, pad, dilate, side, depthwise = sig[:7]
         net.add(nn.Conv2D(cout, _tuple(kernel), _tuple(stride), _tuple(pad), _tuple(dilate),
                           groups=cin if depthwise else 1, in_channels=cin, use_bias=False),
-                nn.BatchNorm(in_channels=cout), nn.Activation('relu'))
+                nn.BatchNorm(in_channels=cout))
+        if 'sum' not in sig[7:]:
+            net.add(nn.Activation('relu'))
         shape = (cin,) + tuple(side)
     else:
         net.add(nn.Dense(cout, in_units=cin * sig[1]))
         shape = (cin * sig[1],)
     net.initialize(mx.init.Xavier())
     return net, shape
+
+
+class _Residual(mx.gluon.HybridBlock):
+    """producer -> layer, plus the producer's input, then ReLU: a residual block's last conv in context."""
+
+    def __init__(self, producer, layer):
+        super().__init__()
+        self.producer, self.layer = producer, layer
+
+    def hybrid_forward(self, F, x):
+        return F.Activation(self.layer(self.producer(x)) + x, act_type='relu')
 
 
 class LatencyTable:
@@ -111,31 +156,44 @@ class LatencyTable:
         """A conv is timed in context: behind a 1x1 producer conv (+ BN + ReLU) of `cin` channels, minus that producer
         alone. Inside a fused net a layer's input already is in oneDNN's layout (or in whatever layout an odd width
         forces), so timing the layer on a plain array would count a reorder the net does not do, and miss the ones
-        it does."""
+        it does. A residual block's last conv is timed with its add: producer (`cout` -> `cin`), conv + BN, plus the
+        producer's input, ReLU."""
         from mxnet.gluon import nn
         net, shape = _build(sig, cin, cout)
         if sig[0] != 'conv':
-            return self._time(net, shape)
-        producer, _ = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cin, cin)
-        both = nn.HybridSequential()
-        both.add(producer, net)
-        t_both, t_producer = self._time(both, shape), self._time(producer, shape)
-        return max(t_both - t_producer, 0.05 * t_both)  # a difference of medians: never zero or negative
-
-    def _time(self, net, shape) -> float:
-        if self.fused:
-            net.hybridize(backend='MKLDNN', static_alloc=True, static_shape=True)
+            return self._time([net], shape)[0]
+        if 'sum' in sig[7:]:  # the skip tensor has the layer's output width: the producer maps it to `cin`
+            producer, shape = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cout, cin)
+            both = _Residual(producer, net)
         else:
-            net.hybridize(static_alloc=True, static_shape=True)
+            producer, _ = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cin, cin)
+            both = nn.HybridSequential()
+            both.add(producer, net)
+        t_both, t_producer = self._time([both, producer], shape)
+        return max(t_both - t_producer, 0.05 * t_both)  # a difference of two timings: never zero or negative
+
+    def _time(self, nets: Sequence, shape, calls: int = 3) -> List[float]:
+        """Per-call ms of each net: the fastest of `repeats` rounds of `calls` calls, the nets interleaved round by
+        round. On a shared machine noise only ever adds time, so the fastest round is the stable estimate (a median
+        of single calls let table entries of the same layer differ by 2x between runs); interleaving keeps a layer
+        and its producer under the same load when their difference is taken."""
         x = mx.nd.random.uniform(shape=(self.batch,) + tuple(shape))
-        for _ in range(3):
-            net(x).wait_to_read()
-        times = []
+        for net in nets:
+            if self.fused:
+                net.hybridize(backend='MKLDNN', static_alloc=True, static_shape=True)
+            else:
+                net.hybridize(static_alloc=True, static_shape=True)
+            for _ in range(3):
+                net(x).wait_to_read()
+        best = [float('inf')] * len(nets)
         for _ in range(self.repeats):
-            t = time.perf_counter()
-            net(x).wait_to_read()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times) * 1000)
+            for i, net in enumerate(nets):
+                t = time.perf_counter()
+                for _ in range(calls):
+                    net(x)
+                mx.nd.waitall()
+                best[i] = min(best[i], (time.perf_counter() - t) / calls)
+        return [b * 1000 for b in best]
 
 
 class Predictor:
@@ -143,7 +201,9 @@ class Predictor:
 
     def __init__(self, graph: DependencyGraph, table: LatencyTable):
         self.graph, self.table = graph, table
-        self.layers = [(layer, signature(layer)) for layer in graph.weighted_layers() if signature(layer)]
+        residual = residual_convs(graph)
+        self.layers = [(layer, sig) for layer in graph.weighted_layers()
+                       for sig in [signature(layer, layer.node in residual)] if sig]
         self.a, self.b = 1.0, 0.0
         self._members: Dict[str, List[tuple]] = {}
         for g in graph.groups:
@@ -186,45 +246,70 @@ class Predictor:
 # Measuring whole nets and the NetAdapt-style search
 
 
-def measure_keep(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
-                 backend: str = 'auto', repeats: int = 5) -> float:
-    """Median latency (ms) of a copy of `net` shrunk to `keep`, at `batch` (the net itself is not touched)."""
+def shrunk_twin(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
+                backend: str = 'auto'):
+    """A copy of `net` shrunk to `keep`, hybridized for inference at `batch` (the net itself is not touched)."""
     import copy
     from . import masks as masks_mod
-    from .benchmark import compare, prepare
+    from .benchmark import prepare
     from .shrink import apply_plan, plan_from_keep
     masks_mod.clear_cached(net)
     twin = copy.deepcopy(net)
     for block in list(masks_mod.masked_blocks(twin)):
         masks_mod.remove(block, fold_first=False)  # timing does not depend on the values
     apply_plan(twin, plan_from_keep(graph, {gi: k for gi, k in keep.items() if not k.all()}), input_shape)
+    return prepare(twin, (batch,) + tuple(input_shape[1:]), backend)
+
+
+def measure_keep(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
+                 backend: str = 'auto', repeats: int = 5, reference: Optional[tuple] = None) -> float:
+    """Latency (ms) of `net` shrunk to `keep`, at `batch`: its fastest call, as the table's entries are.
+
+    reference: (prepared net, its ms): timed interleaved with the net, and the result rescaled by ref ms / ref ms
+    now. On a shared VM the whole machine drifts: the same dense resnet56 measured 122 and 148 ms a minute apart,
+    while dense/pruned ratios timed interleaved held; so a net is judged against the dense net timed beside it.
+    """
+    from .benchmark import compare
+    twin = shrunk_twin(net, graph, keep, input_shape, batch, backend)
     shape = (batch,) + tuple(input_shape[1:])
-    prepare(twin, shape, backend)
-    return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['ms']
+    if reference is None:
+        return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['min_ms']
+    ref_net, ref_ms = reference
+    t = compare({'net': twin, 'ref': ref_net}, shape, repeats=repeats, per_repeat=3)
+    return t['net']['min_ms'] * ref_ms / t['ref']['min_ms']
 
 
 class LatencyModel:
-    """Table + predictor for one net, calibrated on the dense net and a uniformly halved one."""
+    """Table + predictor for one net, calibrated on the dense net and a uniformly halved one. Whole nets are
+    measured against the dense net timed beside them (`measure`), in the milliseconds of its first measurement."""
 
     def __init__(self, net, graph: DependencyGraph, input_shape, batch: int, step: int, backend: str = 'auto'):
+        from .benchmark import compare
         self.net, self.graph, self.input_shape, self.batch, self.step = net, graph, tuple(input_shape), batch, step
         self.backend = backend
         self.table = LatencyTable(batch, backend)
         self.predictor = Predictor(graph, self.table)
         self.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
-        self.dense_ms = measure_keep(net, graph, self.dense_keep, input_shape, batch, backend)
+        self._dense = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
+        shape = (batch,) + tuple(input_shape[1:])
+        self.dense_ms = compare({'dense': self._dense}, shape, repeats=5, per_repeat=3)['dense']['min_ms']
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
                 n = max(step, int(np.ceil(g.size / 2 / step)) * step)
                 if n < g.size:
                     half[g.index] = np.arange(g.size) < n
-        self.half_ms = measure_keep(net, graph, half, input_shape, batch, backend)
+        self.half_ms = self.measure(half)
         self.predictor.calibrate([(self.dense_keep, self.dense_ms), (half, self.half_ms)])
         self.calibration = {'dense_ms': self.dense_ms, 'dense_predicted_ms': self.predictor.predict(self.dense_keep),
                             'half_ms': self.half_ms, 'half_predicted_ms': self.predictor.predict(half),
                             'a': self.predictor.a, 'b': self.predictor.b}
         self.table.save()
+
+    def measure(self, keep: Dict[int, np.ndarray]) -> float:
+        """Measured ms of the net shrunk to `keep`, timed beside the dense net (see `measure_keep`)."""
+        return measure_keep(self.net, self.graph, keep, self.input_shape, self.batch, self.backend,
+                            reference=(self._dense, self.dense_ms))
 
     def predict(self, keep: Dict[int, np.ndarray]) -> float:
         return self.predictor.predict({**self.dense_keep, **keep})
@@ -329,17 +414,15 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     """Kept counts per group whose *measured* latency meets `target_ms`, and a report of every round.
 
     Each round runs `greedy` to a target in predicted milliseconds, builds and times the chosen net (`measure`,
-    default: `measure_keep` on the model's net) and rescales the next round's target by predicted/measured of that
-    net, so a table that is a few per cent off near the target is corrected where it matters. Stops when a measured
-    net lies within `tolerance` below the target; a net that met it with more slack is then widened back (`refill`)
-    and measured once more. Returns the measured net that met the target with the most predicted latency left (the
-    least pruned), else the fastest one measured (report['met'] is False).
+    default: `model.measure`, timed beside the dense net) and rescales the next round's target by predicted/measured
+    of that net, so a table that is a few per cent off near the target is corrected where it matters. Stops when a
+    measured net lies within `tolerance` below the target; a net that met it with more slack is then widened back
+    (`refill`) and measured once more. Returns the measured net that met the target with the most predicted latency
+    left (the least pruned), else the fastest one measured (report['met'] is False).
     """
     from .flops import group_keep_from_counts
     by_index = {g.index: g for g in groups}
-    if measure is None:
-        def measure(keep):
-            return measure_keep(model.net, model.graph, keep, model.input_shape, model.batch, model.backend)
+    measure = measure or model.measure
     goal, tried, seen, at_limit = target_ms, [], set(), False
 
     def time_net(counts: Dict[int, int], goal_ms: float, **extra) -> dict:

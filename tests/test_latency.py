@@ -1,4 +1,6 @@
 """Latency-aware pruning: the table, the predictor, the greedy search (on a synthetic table), and a real target."""
+import re
+
 import numpy as np
 import pytest
 
@@ -140,9 +142,16 @@ def test_search_times_the_narrowest_net_before_refusing_a_target():
 def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))  # a fresh table, measured here and cached
     net = nets.build('residual')
-    mod = mp.PruningModifier('l2', scope='global', target={'speedup': 1.2, 'batch': 16}, round_to=2)
+    mod = mp.PruningModifier('l2', scope='global', target={'speedup': 1.2, 'batch': 64}, round_to=2)
     s = mp.Session(net, IN, 1, [mod])
-    s.prune_now()
+    try:
+        s.prune_now()
+    except OverPruneError as e:
+        # on a CPU whose oneDNN blocks are 8 channels wide (AVX2) this 8-channel net has no faster width: the
+        # narrowest one is timed and the target refused, naming both times
+        narrowest, dense = (float(v) for v in re.search(r'measured ([\d.]+) ms .* dense ([\d.]+) ms', str(e)).groups())
+        assert narrowest > dense / 1.2 and (tmp_path / 'mxprune').exists()
+        return
     rep = mod.latency_report
     assert rep['target_ms'] == pytest.approx(rep['dense_ms'] / 1.2) and rep['rounds']
     assert all(r['measured_ms'] > 0 for r in rep['rounds'])
@@ -156,3 +165,38 @@ def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
         mp.PruningModifier('l2', scope='local', target={'speedup': 1.2})
     with pytest.raises(mp.RecipeError, match='expected exactly one of sparsity, macs, params, latency, speedup'):
         mp.PruningModifier('l2', target={'speedup': 1.2, 'macs': 0.5})
+
+
+def test_the_convs_feeding_a_residual_add_are_timed_with_it():
+    paths = {}
+    for name in ('residual', 'depthwise', 'concat'):
+        graph = DependencyGraph.trace(nets.build(name), IN)
+        found = latency.residual_convs(graph)
+        paths[name] = sorted(layer.path for layer in graph.layers if layer.node in found)
+    assert paths == {'residual': ['b1.1', 'b2.1'], 'depthwise': ['project.0'], 'concat': []}
+    graph = DependencyGraph.trace(nets.build('residual'), IN)
+    p = latency.Predictor(graph, FakeTable())
+    sigs = {layer.path: sig for layer, sig in p.layers}
+    assert sigs['b1.1'][-1] == 'sum' and sigs['b1.0.0'][-1] is False and sigs['down.0'][-1] is False
+
+
+def test_table_entries_are_the_fastest_interleaved_round(monkeypatch):
+    clock, calls = [0.0], []
+
+    class Net:  # each call advances a fake clock; the first two timed rounds run under load (3x slower)
+        def __init__(self, name, ms):
+            self.name, self.ms = name, ms
+
+        def hybridize(self, **kw):
+            pass
+
+        def __call__(self, x):
+            calls.append(self.name)
+            clock[0] += self.ms / 1000 * (3 if 7 <= len(calls) <= 10 else 1)
+            return mx.nd.zeros(1)
+    import mxnet as mx
+    monkeypatch.setattr(latency.time, 'perf_counter', lambda: clock[0])
+    table = latency.LatencyTable(4, 'plain', repeats=3, path='unused.json')
+    ta, tb = table._time([Net('a', 2.0), Net('b', 1.0)], (1,), calls=1)
+    assert calls[6:] == ['a', 'b'] * 3  # 3 warm-up calls each, then the rounds alternate
+    assert (ta, tb) == (pytest.approx(2.0), pytest.approx(1.0))  # a median would keep a loaded round
