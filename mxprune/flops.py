@@ -107,6 +107,14 @@ def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tup
     return out
 
 
+def keep_top(score: np.ndarray, current: np.ndarray, n_keep: int) -> np.ndarray:
+    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned)."""
+    s = np.where(current, score, -np.inf)
+    keep = np.zeros(len(score), bool)
+    keep[np.argsort(-s, kind='stable')[:n_keep]] = True
+    return keep & current
+
+
 def group_keep_from_counts(group: Group, n_keep: int, order: Optional[np.ndarray] = None) -> np.ndarray:
     """A bool keep-mask for a group keeping `n_keep` channels, the highest in `order` (default: the first)."""
     m = np.zeros(group.size, bool)

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import io
 from .errors import OverPruneError
+from .flops import group_keep_from_counts, keep_top
 from .graph import DependencyGraph, Group, Layer
 
 
@@ -269,9 +270,13 @@ def measure_keep(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input
     now. On a shared VM the whole machine drifts: the same dense resnet56 measured 122 and 148 ms a minute apart,
     while dense/pruned ratios timed interleaved held; so a net is judged against the dense net timed beside it.
     """
-    from .benchmark import compare
     twin = shrunk_twin(net, graph, keep, input_shape, batch, backend)
-    shape = (batch,) + tuple(input_shape[1:])
+    return _fastest_ms(twin, (batch,) + tuple(input_shape[1:]), repeats, reference)
+
+
+def _fastest_ms(twin, shape, repeats: int, reference: Optional[tuple] = None) -> float:
+    """Fastest call (ms) of a prepared net, rescaled by a reference timed beside it (see `measure_keep`)."""
+    from .benchmark import compare
     if reference is None:
         return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['min_ms']
     ref_net, ref_ms = reference
@@ -284,15 +289,13 @@ class LatencyModel:
     measured against the dense net timed beside them (`measure`), in the milliseconds of its first measurement."""
 
     def __init__(self, net, graph: DependencyGraph, input_shape, batch: int, step: int, backend: str = 'auto'):
-        from .benchmark import compare
         self.net, self.graph, self.input_shape, self.batch, self.step = net, graph, tuple(input_shape), batch, step
         self.backend = backend
         self.table = LatencyTable(batch, backend)
         self.predictor = Predictor(graph, self.table)
         self.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
         self._dense = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
-        shape = (batch,) + tuple(input_shape[1:])
-        self.dense_ms = compare({'dense': self._dense}, shape, repeats=5, per_repeat=3)['dense']['min_ms']
+        self.dense_ms = _fastest_ms(self._dense, (batch,) + tuple(input_shape[1:]), 5)
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
@@ -322,14 +325,6 @@ def _coupled_layers(group: Group) -> int:
     return max(1, sum(1 for layer in group.layers if layer.weighted))
 
 
-def _top(scores: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
-    """Keep-mask of the `n` highest-scoring channels among `allowed`."""
-    idx = np.flatnonzero(allowed)
-    k = np.zeros(len(allowed), bool)
-    k[idx[np.argsort(-scores[idx], kind='stable')[:n]]] = True
-    return k
-
-
 def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
            current: Dict[int, np.ndarray], counts: Dict[int, int], budget_ms: float) -> Dict[int, int]:
     """Widens groups back, most importance regained per predicted millisecond first, while the predicted latency
@@ -337,7 +332,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     step = model.step
     coupled = {g.index: _coupled_layers(g) for g in groups}
     counts = dict(counts)
-    keep = {gi: _top(scores[gi], current[gi], n) for gi, n in counts.items()}
+    keep = {gi: keep_top(scores[gi], current[gi], n) for gi, n in counts.items()}
     now = model.predict(keep)
     while True:
         best = None
@@ -347,7 +342,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
             while n < cap:
                 w = min(w, cap)
                 trial = dict(keep)
-                trial[gi] = _top(scores[gi], current[gi], w)
+                trial[gi] = keep_top(scores[gi], current[gi], w)
                 t = model.predict(trial)
                 if t <= budget_ms:
                     regained = coupled[gi] * float(np.sum(scores[gi][trial[gi] & ~keep[gi]]))
@@ -387,7 +382,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
             w = (n - 1) // step * step
             while w >= max(lo, 1):
                 trial = dict(keep)
-                trial[gi] = _top(scores[gi], keep[gi], w)
+                trial[gi] = keep_top(scores[gi], keep[gi], w)
                 t = model.predict(trial)
                 if t < now:
                     lost = coupled[gi] * float(np.sum(np.sort(scores[gi][keep[gi]])[:n - w]))
@@ -420,13 +415,15 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     (`refill`) and measured once more. Returns the measured net that met the target with the most predicted latency
     left (the least pruned), else the fastest one measured (report['met'] is False).
     """
-    from .flops import group_keep_from_counts
     by_index = {g.index: g for g in groups}
     measure = measure or model.measure
     goal, tried, seen, at_limit = target_ms, [], set(), False
 
+    def key(counts: Dict[int, int]) -> tuple:
+        return tuple(sorted(counts.items()))
+
     def time_net(counts: Dict[int, int], goal_ms: float, **extra) -> dict:
-        seen.add(tuple(sorted(counts.items())))
+        seen.add(key(counts))
         keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
         tried.append({'counts': counts, 'goal_ms': goal_ms, 'predicted_ms': model.predict(keep),
                       'measured_ms': float(measure(keep)), **extra})
@@ -441,7 +438,7 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
             # the table may be pessimistic: time the narrowest widths before giving up on the target
             counts = greedy(model, groups, scores, current, goal, min_keep, narrowest=True)
             at_limit = True
-        if tuple(sorted(counts.items())) in seen:  # the correction led back to a net already measured
+        if key(counts) in seen:  # the correction led back to a net already measured
             break
         t = time_net(counts, goal)
         predicted, measured = t['predicted_ms'], t['measured_ms']
@@ -459,7 +456,7 @@ def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         # the greedy stepped past the target: widen back into the measured slack, then measure that net too
         budget = target_ms * pick['predicted_ms'] / pick['measured_ms']
         counts = refill(model, groups, scores, current, pick['counts'], budget)
-        if tuple(sorted(counts.items())) not in seen:
+        if key(counts) not in seen:
             t = time_net(counts, budget, widened=True)
             if t['measured_ms'] <= target_ms:
                 pick = t

@@ -255,7 +255,7 @@ class PruningModifier:
             counts = self._latency_counts(session, scores, current, fraction)
         else:
             counts = self._search(session, scores, current, goal, fraction)
-        return {gi: _keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
+        return {gi: flops_mod.keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
 
     def _latency_counts(self, session, scores, current, fraction) -> Dict[int, int]:
         """Widths from the measured latency table (mxprune.latency), the dense latency measured on this machine."""
@@ -424,14 +424,6 @@ class PruningModifier:
     def __repr__(self) -> str:
         return (f'PruningModifier({self.criterion.registry_name}, {self.granularity}, {self.scope}, '
                 f'{self.target.kind}={self.target.value}, {type(self.schedule).__name__})')
-
-
-def _keep_top(score: np.ndarray, current: np.ndarray, n_keep: int) -> np.ndarray:
-    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned)."""
-    s = np.where(current, score, -np.inf)
-    keep = np.zeros(len(score), bool)
-    keep[np.argsort(-s, kind='stable')[:n_keep]] = True
-    return keep & current
 
 
 # ------------------------------------------------------------------------------------------------------------------
