@@ -9,7 +9,8 @@
 3. from the same dense model and the same L2 scores, a speedup target of S (mxprune's measured latency table,
    NetAdapt-style greedy, widths in steps of 8; each chosen net is built and timed, and its measured/predicted ratio
    corrects the next pass until a measured net meets S) and the same 2 fine-tuning epochs.
-Prints the three nets' MACs, measured speed-up and predicted speed-up (the latency model's prediction for each).
+Prints the three nets' MACs, measured speed-ups (each run's own benchmark, and all nets timed together in one set of
+interleaved rounds) and predicted speed-up (the latency model's prediction for each).
 Last line: ratio <MACs kept by the latency net / MACs kept by the widths-x16 FLOPs net>.
 """
 import json
@@ -36,30 +37,37 @@ def prune(out, sets, data_dir, log):
     return json.load(open(os.path.join(out, 'report.json'), encoding='utf-8'))
 
 
-def predicted_vs_measured(run: str, batch: int = 64):
-    """The latency model's prediction for a run's pruned net, and that net measured in the same process (beside the
-    dense net, in the milliseconds of the model's dense measurement).
+def side_by_side(runs, batch: int = 64):
+    """The latency model's prediction for each run's pruned net, and the nets measured together: one latency model on
+    the dense net, every pruned net shrunk from it and timed with the dense net in the same interleaved rounds
+    (medians), in the milliseconds of the model's dense measurement.
 
     Returns:
-        (predicted ms, measured ms, dense measured ms)
+        ([(predicted ms, measured ms, measured speed-up) per run], dense measured ms)
     """
     import _bootstrap  # noqa: F401
     import numpy as np
-    from mxprune import latency, pipeline
+    from mxprune import benchmark, latency, pipeline
     from mxprune.graph import DependencyGraph
     from mxprune.shrink import Plan
-    rec, dense, _, _ = pipeline.load_run(run)
+    rec, dense, _, _ = pipeline.load_run(runs[0])
     shape = pipeline.input_shape_of(rec)
     graph = DependencyGraph.trace(dense, shape)
     model = latency.LatencyModel(dense, graph, shape, batch, 8)
-    plan = Plan.load(os.path.join(run, 'pruned.plan.json'))
     by_name = {g.name: g for g in graph.groups}
-    keep = {}
-    for name, spec in plan.groups.items():
-        k = np.zeros(by_name[name].size, bool)
-        k[spec['keep']] = True
-        keep[by_name[name].index] = k
-    return model.predict(keep), model.measure(keep), model.dense_ms
+    keeps = []
+    for run in runs:
+        keep = {}
+        for name, spec in Plan.load(os.path.join(run, 'pruned.plan.json')).groups.items():
+            k = np.zeros(by_name[name].size, bool)
+            k[spec['keep']] = True
+            keep[by_name[name].index] = k
+        keeps.append(keep)
+    nets = {i: latency.shrunk_twin(dense, graph, k, shape, batch) for i, k in enumerate(keeps)}
+    nets['dense'] = latency.shrunk_twin(dense, graph, model.dense_keep, shape, batch)
+    t = benchmark.compare(nets, (batch,) + tuple(shape[1:]), repeats=15)
+    return [(model.predict(k), t[i]['ms'] * model.dense_ms / t['dense']['ms'], t['dense']['ms'] / t[i]['ms'])
+            for i, k in enumerate(keeps)], model.dense_ms
 
 
 def main() -> None:
@@ -90,24 +98,24 @@ def main() -> None:
         lat_run = os.path.join(args.out, 'latency')
         lat = prune(lat_run, base + [f'pruning=[{{criterion: l2, scope: global, target: {{speedup: {s:.3f}, '
                                       f'batch: 64}}, round_to: 8}}]'], args.data_dir, log)
-    rows = []
-    for name, run, r in (('FLOPs 0.5, any width', odd_run, odd), ('FLOPs 0.5, widths x16', flops_run, f),
-                         (f'speedup target {s:.2f}', lat_run, lat)):
-        pred_ms, meas_ms, dense_ms = predicted_vs_measured(run)
-        rows.append((name, r['ratios']['macs'], r['speed']['batches']['64']['speedup'], dense_ms / pred_ms,
-                     pred_ms, meas_ms, r['pruned']['top1']))
-    print(f'dense cifar_resnet56_v1: top-1 {dense["test_top1"]:.4f} after 2 epochs; speed-ups at batch 64')
-    print(f'{"net":22s} {"MACs":>6} {"measured":>9} {"predicted":>10} {"pred ms":>8} {"meas ms":>8} {"err":>7} '
-          f'{"top-1":>7}')
-    for name, macs, speed, pred_speed, pred_ms, meas_ms, top1 in rows:
-        print(f'{name:22s} {macs:6.3f} {speed:8.2f}x {pred_speed:9.2f}x {pred_ms:8.2f} {meas_ms:8.2f} '
-              f'{100 * (pred_ms / meas_ms - 1):+6.1f}% {top1:7.4f}')
+    named = (('FLOPs 0.5, any width', odd_run, odd), ('FLOPs 0.5, widths x16', flops_run, f),
+             (f'speedup target {s:.2f}', lat_run, lat))
+    timed, dense_ms = side_by_side([run for _, run, _ in named])
+    print(f'dense cifar_resnet56_v1: top-1 {dense["test_top1"]:.4f} after 2 epochs, {dense_ms:.2f} ms at batch 64')
+    print('speed-ups at batch 64: "own run" = the benchmark of each run (dense and pruned interleaved); '
+          '"together" = the three nets and the dense net timed in the same rounds, with the prediction for each')
+    print(f'{"net":22s} {"MACs":>6} {"own run":>8} {"together":>9} {"predicted":>10} {"pred ms":>8} {"meas ms":>8} '
+          f'{"err":>7} {"top-1":>7}')
+    for (name, _, r), (pred_ms, meas_ms, together) in zip(named, timed):
+        print(f'{name:22s} {r["ratios"]["macs"]:6.3f} {r["speed"]["batches"]["64"]["speedup"]:7.2f}x '
+              f'{together:8.2f}x {dense_ms / pred_ms:9.2f}x {pred_ms:8.2f} {meas_ms:8.2f} '
+              f'{100 * (pred_ms / meas_ms - 1):+6.1f}% {r["pruned"]["top1"]:7.4f}')
     for found in lat.get('latency_model') or []:
         print(f'speed-up target search: {found["target_ms"]:.2f} ms needed (dense {found["dense_ms"]:.2f} ms); '
               + '; '.join(f'pass {i + 1} aimed at {r["goal_ms"]:.2f} ms predicted, chose a net predicted '
                           f'{r["predicted_ms"]:.2f} ms, measured {r["measured_ms"]:.2f} ms'
                           for i, r in enumerate(found.get('rounds', []))))
-    print(f'ratio {rows[2][1] / rows[1][1]:.3f}')
+    print(f'ratio {lat["ratios"]["macs"] / f["ratios"]["macs"]:.3f}')
 
 
 if __name__ == '__main__':

@@ -49,8 +49,7 @@ def _time(net, x, n: int) -> list:
 
 def compare(nets: Dict[str, mx.gluon.HybridBlock], shape: Sequence[int], *, repeats: int = 7, per_repeat: int = 3,
             warmup: int = 3, ctx: Optional[mx.Context] = None) -> Dict[str, dict]:
-    """Times several nets on the same input, interleaved (noisy machines); returns per net median ms and images/s,
-    and the fastest call (`min_ms`: on a shared machine noise only adds time, so it is the steadier estimate)."""
+    """Times several nets on the same input, interleaved (noisy machines); returns per net median ms and images/s."""
     ctx = ctx or mx.cpu()
     x = mx.nd.array(np.random.RandomState(1).uniform(-1, 1, tuple(shape)), ctx=ctx)
     for net in nets.values():
@@ -62,8 +61,7 @@ def compare(nets: Dict[str, mx.gluon.HybridBlock], shape: Sequence[int], *, repe
     out = {}
     for k, ts in samples.items():
         med = float(np.median(ts))
-        out[k] = {'ms': med * 1000, 'images_per_s': shape[0] / med, 'spread': float(np.std(ts) / med),
-                  'min_ms': float(np.min(ts)) * 1000}
+        out[k] = {'ms': med * 1000, 'images_per_s': shape[0] / med, 'spread': float(np.std(ts) / med)}
     return out
 
 

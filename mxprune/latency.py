@@ -8,8 +8,8 @@ cifar_resnet56_v1 at 12/24/48 ran 0.77x of dense), and which widths are fast dif
 
 The table holds, per layer signature (kind, kernel, stride, spatial size, depthwise or not) and (in, out) width, the
 time of that layer (conv + BN + ReLU, hybridized the way inference runs: the fused oneDNN backend when the build has
-it) at the target batch, timed in context: behind a producer layer, whose own time is subtracted (the fastest of
-several interleaved rounds of each). It is
+it) at the target batch, timed in context: behind a producer layer, whose own time is subtracted, relative to a
+fixed reference layer timed in the same interleaved rounds (the machine's speed drifts). It is
 cached per machine (CPU model, threads, MXNet version, backend) in $MXNET_HOME/mxprune/latency-<key>.json.
 Whole-net latency is predicted as a * sum(layers) + b, with a and b fitted on measured whole nets (dense and a
 uniformly halved one), and every prediction reported next to a measurement.
@@ -41,10 +41,11 @@ def machine_key(batch: int, backend: str) -> str:
             cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')), cpu)
     except OSError:
         pass
-    # 'in-context-min-sum': entries are timed behind a producer layer, residual convs with their add, fastest
-    # interleaved round (LatencyTable._measure, _time); older tables were timed otherwise and are not mixed in
+    # 'in-context-ref-median': entries are timed behind a producer layer, residual convs with their add, in units of
+    # a reference layer timed in the same rounds, median over rounds (LatencyTable._measure); older tables were
+    # timed otherwise and are not mixed in
     raw = (f'{cpu}|{os.cpu_count()}|{os.environ.get("OMP_NUM_THREADS", "")}|{mx.__version__}|{backend}|{batch}|'
-           f'in-context-min-sum')
+           f'in-context-ref-median')
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -127,8 +128,19 @@ class _Residual(mx.gluon.HybridBlock):
         return F.Activation(self.layer(self.producer(x)) + x, act_type='relu')
 
 
+# The layer every table entry is timed beside (3x3 conv 32->32 + BN + ReLU on 16x16 maps, at the table's batch)
+REFERENCE = ('conv', '(3, 3)', '(1, 1)', '(1, 1)', '(1, 1)', (16, 16), False)
+
+
 class LatencyTable:
-    """Measured per-layer latencies (ms) at one batch size, cached on disk."""
+    """Measured per-layer latencies (ms) at one batch size, cached on disk.
+
+    Entries are measured in units of a fixed reference layer (`REFERENCE`) timed in the same interleaved rounds,
+    then expressed in milliseconds through the reference's time when the table was started (`reference_ms`, kept
+    with the table). A table fills up over many runs, and a shared VM's speed drifts by 15 % from minute to
+    minute: entries in plain milliseconds measured at different times did not add up (a fresh table predicted the
+    latency bench's nets within 2-7 %, the same machine's table filled over a day was 9-20 % off).
+    """
 
     def __init__(self, batch: int = 64, backend: str = 'auto', repeats: int = 7, path: Optional[str] = None):
         from .benchmark import fused_backend_available
@@ -138,13 +150,17 @@ class LatencyTable:
         self.repeats = repeats
         self.path = path or cache_path(batch, self.backend)
         self.entries: Dict[str, float] = {}
+        self.reference_ms: Optional[float] = None
         self.measured = 0
+        self._reference = None
         if os.path.exists(self.path):
             with open(self.path, encoding='utf-8') as f:
-                self.entries = json.load(f).get('entries', {})
+                saved = json.load(f)
+            self.entries, self.reference_ms = saved.get('entries', {}), saved.get('reference_ms')
 
     def save(self) -> None:
-        io.write_json(self.path, {'batch': self.batch, 'backend': self.backend, 'entries': self.entries})
+        io.write_json(self.path, {'batch': self.batch, 'backend': self.backend, 'reference_ms': self.reference_ms,
+                                  'entries': self.entries})
 
     def get(self, sig: tuple, cin: int, cout: int) -> float:
         key = json.dumps([list(sig), cin, cout])
@@ -158,43 +174,51 @@ class LatencyTable:
         alone. Inside a fused net a layer's input already is in oneDNN's layout (or in whatever layout an odd width
         forces), so timing the layer on a plain array would count a reorder the net does not do, and miss the ones
         it does. A residual block's last conv is timed with its add: producer (`cout` -> `cin`), conv + BN, plus the
-        producer's input, ReLU."""
+        producer's input, ReLU. Each round's difference is divided by the reference's time in that round; the entry
+        is the median over rounds, in the reference's milliseconds."""
         from mxnet.gluon import nn
         net, shape = _build(sig, cin, cout)
+        if self._reference is None:
+            self._reference = _build(REFERENCE, 32, 32)
         if sig[0] != 'conv':
-            return self._time([net], shape)[0]
-        if 'sum' in sig[7:]:  # the skip tensor has the layer's output width: the producer maps it to `cin`
-            producer, shape = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cout, cin)
-            both = _Residual(producer, net)
+            t_net, t_ref = self._time([(net, shape), self._reference])
+            units = t_net / t_ref
         else:
-            producer, _ = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cin, cin)
-            both = nn.HybridSequential()
-            both.add(producer, net)
-        t_both, t_producer = self._time([both, producer], shape)
-        return max(t_both - t_producer, 0.05 * t_both)  # a difference of two timings: never zero or negative
+            if 'sum' in sig[7:]:  # the skip tensor has the layer's output width: the producer maps it to `cin`
+                producer, shape = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cout, cin)
+                both = _Residual(producer, net)
+            else:
+                producer, _ = _build(('conv', '(1, 1)', '(1, 1)', '(0, 0)', '(1, 1)', sig[5], False), cin, cin)
+                both = nn.HybridSequential()
+                both.add(producer, net)
+            t_both, t_producer, t_ref = self._time([(both, shape), (producer, shape), self._reference])
+            # a difference of two timings: never zero or negative
+            units = np.maximum(t_both - t_producer, 0.05 * t_both) / t_ref
+        if self.reference_ms is None:  # the first entry of a table fixes its milliseconds
+            self.reference_ms = float(np.median(t_ref))
+        return float(np.median(units)) * self.reference_ms
 
-    def _time(self, nets: Sequence, shape, calls: int = 3) -> List[float]:
-        """Per-call ms of each net: the fastest of `repeats` rounds of `calls` calls, the nets interleaved round by
-        round. On a shared machine noise only ever adds time, so the fastest round is the stable estimate (a median
-        of single calls let table entries of the same layer differ by 2x between runs); interleaving keeps a layer
-        and its producer under the same load when their difference is taken."""
-        x = mx.nd.random.uniform(shape=(self.batch,) + tuple(shape))
-        for net in nets:
+    def _time(self, nets: Sequence[tuple], calls: int = 3) -> List[np.ndarray]:
+        """Per-call ms of each (net, input shape) in each of `repeats` rounds of `calls` calls, the nets interleaved
+        round by round, so that a layer, its producer and the reference run under the same load when they are
+        compared."""
+        inputs = [mx.nd.random.uniform(shape=(self.batch,) + tuple(shape)) for _, shape in nets]
+        for (net, _), x in zip(nets, inputs):
             if self.fused:
                 net.hybridize(backend='MKLDNN', static_alloc=True, static_shape=True)
             else:
                 net.hybridize(static_alloc=True, static_shape=True)
             for _ in range(3):
                 net(x).wait_to_read()
-        best = [float('inf')] * len(nets)
-        for _ in range(self.repeats):
-            for i, net in enumerate(nets):
+        out = np.zeros((len(nets), self.repeats))
+        for r in range(self.repeats):
+            for i, ((net, _), x) in enumerate(zip(nets, inputs)):
                 t = time.perf_counter()
                 for _ in range(calls):
                     net(x)
                 mx.nd.waitall()
-                best[i] = min(best[i], (time.perf_counter() - t) / calls)
-        return [b * 1000 for b in best]
+                out[i, r] = (time.perf_counter() - t) / calls * 1000
+        return list(out)
 
 
 class Predictor:
@@ -210,13 +234,14 @@ class Predictor:
         for g in graph.groups:
             for m in g.members:
                 if m.attr == 'weight' and m.layer.weighted:
-                    self._members.setdefault(m.layer.path, []).append((g.index, m.role, m.channels))
+                    self._members.setdefault(m.layer.path, []).append((g.index, m.role, m.channels, m.axis,
+                                                                       m.positions))
 
     def widths(self, layer: Layer, keep: Dict[int, np.ndarray]) -> Tuple[int, int]:
         """(in, out) channel counts of a layer when groups keep `keep` (group index -> bool mask)."""
         shape = layer.param_shapes['weight']
         dropped = {'in': 0, 'out': 0, 'chan': 0}
-        for gi, role, chans in self._members.get(layer.path, []):
+        for gi, role, chans, _, _ in self._members.get(layer.path, []):
             k = keep.get(gi)
             if k is not None:
                 dropped[role] += int((~k[chans]).sum())
@@ -226,6 +251,19 @@ class Predictor:
         if layer.kind == 'dense':
             return layer.in_shape[1] - dropped['in'], shape[0] - dropped['out']
         return shape[1] - dropped['in'], shape[0] - dropped['out']
+
+    def macs(self, keep: Dict[int, np.ndarray]) -> int:
+        """MACs of the net when groups keep `keep` (as `flops.structured` counts them, at a fraction of its cost: the
+        greedy asks this for every width it tries)."""
+        total = 0
+        for layer in self.graph.weighted_layers():
+            sizes = list(layer.param_shapes['weight'])
+            for gi, _, chans, axis, positions in self._members.get(layer.path, []):
+                k = keep.get(gi)
+                if k is not None:
+                    sizes[axis] -= int(positions[~k[chans]].size)
+            total += int(np.prod(sizes)) * layer.spatial()
+        return total
 
     def raw(self, keep: Dict[int, np.ndarray]) -> float:
         return sum(self.table.get(sig, *self.widths(layer, keep)) for layer, sig in self.layers)
@@ -263,25 +301,29 @@ def shrunk_twin(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_
 
 
 def measure_keep(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
-                 backend: str = 'auto', repeats: int = 5, reference: Optional[tuple] = None) -> float:
-    """Latency (ms) of `net` shrunk to `keep`, at `batch`: its fastest call, as the table's entries are.
+                 backend: str = 'auto', repeats: int = 10, reference: Optional[tuple] = None) -> float:
+    """Latency (ms) of `net` shrunk to `keep`, at `batch`: the median of `repeats` x 3 calls.
 
     reference: (prepared net, its ms): timed interleaved with the net, and the result rescaled by ref ms / ref ms
     now. On a shared VM the whole machine drifts: the same dense resnet56 measured 122 and 148 ms a minute apart,
     while dense/pruned ratios timed interleaved held; so a net is judged against the dense net timed beside it.
     """
     twin = shrunk_twin(net, graph, keep, input_shape, batch, backend)
-    return _fastest_ms(twin, (batch,) + tuple(input_shape[1:]), repeats, reference)
+    return _timed_ms(twin, (batch,) + tuple(input_shape[1:]), repeats, reference)
 
 
-def _fastest_ms(twin, shape, repeats: int, reference: Optional[tuple] = None) -> float:
-    """Fastest call (ms) of a prepared net, rescaled by a reference timed beside it (see `measure_keep`)."""
+def _timed_ms(twin, shape, repeats: int, reference: Optional[tuple] = None) -> float:
+    """Median call (ms) of a prepared net, rescaled by a reference timed beside it (see `measure_keep`).
+
+    The median, not the fastest call: this VM also has calls that run fast. Four runs of 20 interleaved rounds gave
+    the x16 FLOPs net of the latency bench speed-ups of 1.76-1.94x from fastest calls and 1.90-1.93x from medians.
+    """
     from .benchmark import compare
     if reference is None:
-        return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['min_ms']
+        return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['ms']
     ref_net, ref_ms = reference
     t = compare({'net': twin, 'ref': ref_net}, shape, repeats=repeats, per_repeat=3)
-    return t['net']['min_ms'] * ref_ms / t['ref']['min_ms']
+    return t['net']['ms'] * ref_ms / t['ref']['ms']
 
 
 class LatencyModel:
@@ -295,7 +337,7 @@ class LatencyModel:
         self.predictor = Predictor(graph, self.table)
         self.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
         self._dense = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
-        self.dense_ms = _fastest_ms(self._dense, (batch,) + tuple(input_shape[1:]), 5)
+        self.dense_ms = _timed_ms(self._dense, (batch,) + tuple(input_shape[1:]), 10)
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
@@ -318,11 +360,18 @@ class LatencyModel:
         return self.predictor.predict({**self.dense_keep, **keep})
 
 
-def _coupled_layers(group: Group) -> int:
-    """How many weighted layers a group's channels touch. Time saved by a cut is summed over those layers, so the
-    importance lost is weighed by it too: a residual group coupling 19 convs is not 10x cheaper to cut than a
-    block-internal group of 2 (Torch-Pruning's group sum)."""
-    return max(1, sum(1 for layer in group.layers if layer.weighted))
+def _importance(model: LatencyModel, scores: np.ndarray, wide: Dict[int, np.ndarray], narrow: Dict[int, np.ndarray],
+                gi: int) -> float:
+    """Importance of the channels of group `gi` kept in `wide` but not in `narrow`: their mean score times the MACs
+    they carry over every layer the group couples (Torch-Pruning sums a group over its layers; MACs also weigh a
+    channel by its layers' kernel, spatial size and fan-in). Scores are normalised per group, so without this a
+    channel of a 16-wide stage-1 group (32x32 maps) would count as much as one of a 64-wide stage-3 group (8x8 maps)
+    while carrying 4x the compute: the greedy cut stage 1 and the residual groups to the bone and kept fewer MACs
+    at a FLOPs target's speed than the FLOPs target itself (cifar_resnet56_v1, 0.39 vs 0.50 at 1.92x)."""
+    gone = wide[gi] & ~narrow[gi]
+    if not gone.any():
+        return 0.0
+    return float(np.mean(scores[gone])) * float(model.predictor.macs(wide) - model.predictor.macs(narrow))
 
 
 def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
@@ -330,7 +379,6 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     """Widens groups back, most importance regained per predicted millisecond first, while the predicted latency
     stays within `budget_ms`: the greedy's last step can overshoot the target by a whole width step."""
     step = model.step
-    coupled = {g.index: _coupled_layers(g) for g in groups}
     counts = dict(counts)
     keep = {gi: keep_top(scores[gi], current[gi], n) for gi, n in counts.items()}
     now = model.predict(keep)
@@ -345,8 +393,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = keep_top(scores[gi], current[gi], w)
                 t = model.predict(trial)
                 if t <= budget_ms:
-                    regained = coupled[gi] * float(np.sum(scores[gi][trial[gi] & ~keep[gi]]))
-                    value = regained / max(t - now, 1e-6)
+                    value = _importance(model, scores[gi], trial, keep, gi) / max(t - now, 1e-6)
                     if best is None or value > best[0]:
                         best = (value, gi, w, trial[gi], t)
                 if w >= cap:
@@ -365,13 +412,12 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     is beyond the limits, the narrowest widths reached instead of an error).
 
     NetAdapt-style (Yang et al. 2018): repeatedly narrow the group whose next faster width saves the most
-    predicted time per unit of importance removed (sum of its lowest normalised scores, times the number of
-    weighted layers the group couples). A group's next width is the widest multiple of the step below its width
+    predicted time per unit of importance removed (`_importance`: the mean normalised score of the channels cut
+    times the MACs they carry). A group's next width is the widest multiple of the step below its width
     that the table predicts to be faster, so widths that are slow on this machine are skipped over, never chosen.
     """
     step = model.step
     keep = {g.index: current[g.index].copy() for g in groups if g.index in scores}
-    coupled = {g.index: _coupled_layers(g) for g in groups}
 
     now = model.predict(keep)
     while now > target_ms:
@@ -385,8 +431,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = keep_top(scores[gi], keep[gi], w)
                 t = model.predict(trial)
                 if t < now:
-                    lost = coupled[gi] * float(np.sum(np.sort(scores[gi][keep[gi]])[:n - w]))
-                    gain = (now - t) / (lost + 1e-9)
+                    gain = (now - t) / (_importance(model, scores[gi], keep, trial, gi) + 1e-9)
                     if best is None or gain > best[0]:
                         best = (gain, gi, trial[gi], t)
                     break

@@ -80,6 +80,31 @@ def test_the_greedy_spends_importance_where_it_is_cheap():
     assert counts[groups[1].index] < 6 and counts[groups[0].index] == 6
 
 
+def test_the_greedy_weighs_a_channel_by_the_macs_it_carries():
+    # equal scores; on a table where a layer's time is cin * cout (no slow widths, kernel and map size ignored),
+    # `down` (stride 2) saves far more time per MAC than b1's 3x3 convs at full resolution: cut it first.
+    # Counting channels (or coupled layers) instead would cut b1 first (it saves more time per channel).
+    m, graph = fake_model(nets.build('residual'))
+    m.predictor.table.get = lambda sig, cin, cout: cin * cout / 100.0
+    m.dense_ms = m.predict({})
+    b1, down = graph.group_of('b1.0.0'), graph.group_of('down.0')
+    scores = {g.index: np.ones(g.size) for g in (b1, down)}
+    current = {g.index: np.ones(g.size, bool) for g in (b1, down)}
+    counts = latency.greedy(m, [b1, down], scores, current, m.dense_ms - 1e-3, lambda gi, n: 1)
+    assert counts == {b1.index: 6, down.index: 14}
+
+
+@pytest.mark.parametrize('name', ['residual', 'depthwise', 'concat', 'flatten'])
+def test_predicted_macs_are_the_flops_count(name):
+    m, graph = fake_model(nets.build(name))
+    rng = np.random.RandomState(1)
+    for _ in range(3):
+        keep = {g.index: rng.uniform(size=g.size) < 0.6 for g in graph.prunable_groups(Selection(skip_first=False))}
+        for k in keep.values():
+            k[0] = True
+        assert m.predictor.macs(keep) == mp.flops.structured(graph, keep).macs
+
+
 def test_every_width_the_greedy_tries_keeps_the_highest_scored_channels():
     m, graph = fake_model(nets.build('depthwise'))
     group = graph.group_of('expand.0')
@@ -180,10 +205,11 @@ def test_the_convs_feeding_a_residual_add_are_timed_with_it():
     assert sigs['b1.1'][-1] == 'sum' and sigs['b1.0.0'][-1] is False and sigs['down.0'][-1] is False
 
 
-def test_table_entries_are_the_fastest_interleaved_round(monkeypatch):
-    clock, calls = [0.0], []
+def test_table_entries_are_in_reference_units_and_do_not_drift_with_the_machine(monkeypatch, tmp_path):
+    import mxnet as mx
+    clock, calls, load = [0.0], [], [1.0]
 
-    class Net:  # each call advances a fake clock; the first two timed rounds run under load (3x slower)
+    class Net:  # each call advances a fake clock by its ms times the machine's current load
         def __init__(self, name, ms):
             self.name, self.ms = name, ms
 
@@ -192,11 +218,18 @@ def test_table_entries_are_the_fastest_interleaved_round(monkeypatch):
 
         def __call__(self, x):
             calls.append(self.name)
-            clock[0] += self.ms / 1000 * (3 if 7 <= len(calls) <= 10 else 1)
+            clock[0] += self.ms / 1000 * load[0] * (3 if len(calls) == 9 else 1)  # round 1 has a slow call
             return mx.nd.zeros(1)
-    import mxnet as mx
     monkeypatch.setattr(latency.time, 'perf_counter', lambda: clock[0])
-    table = latency.LatencyTable(4, 'plain', repeats=3, path='unused.json')
-    ta, tb = table._time([Net('a', 2.0), Net('b', 1.0)], (1,), calls=1)
-    assert calls[6:] == ['a', 'b'] * 3  # 3 warm-up calls each, then the rounds alternate
-    assert (ta, tb) == (pytest.approx(2.0), pytest.approx(1.0))  # a median would keep a loaded round
+    monkeypatch.setattr(latency, '_build', lambda sig, cin, cout: (Net('ref', 0.5), (1,)) if sig == latency.REFERENCE
+                        else (Net('fc', 2.0), (cin,)))
+    path = str(tmp_path / 'table.json')
+    table = latency.LatencyTable(4, 'plain', repeats=5, path=path)
+    assert table.get(('dense', 1), 3, 4) == pytest.approx(2.0)
+    assert calls[6:9] == ['fc'] * 3 and calls[9:12] == ['ref'] * 3  # warm-up, then rounds of 3 calls alternate
+    assert calls[6:] == (['fc'] * 3 + ['ref'] * 3) * 5
+    table.save()
+    load[0] = 1.5  # the machine is slower for the next entries: they are still in the first entry's milliseconds
+    later = latency.LatencyTable(4, 'plain', repeats=5, path=path)
+    assert later.reference_ms == pytest.approx(0.5)
+    assert later.get(('dense', 1), 5, 4) == pytest.approx(2.0)
