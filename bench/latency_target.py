@@ -46,7 +46,6 @@ def side_by_side(runs, batch: int = 64):
         ([(predicted ms, measured ms, measured speed-up) per run], dense measured ms)
     """
     import _bootstrap  # noqa: F401
-    import numpy as np
     from mxprune import benchmark, latency, pipeline
     from mxprune.graph import DependencyGraph
     from mxprune.shrink import Plan
@@ -54,17 +53,9 @@ def side_by_side(runs, batch: int = 64):
     shape = pipeline.input_shape_of(rec)
     graph = DependencyGraph.trace(dense, shape)
     model = latency.LatencyModel(dense, graph, shape, batch, 8)
-    by_name = {g.name: g for g in graph.groups}
-    keeps = []
-    for run in runs:
-        keep = {}
-        for name, spec in Plan.load(os.path.join(run, 'pruned.plan.json')).groups.items():
-            k = np.zeros(by_name[name].size, bool)
-            k[spec['keep']] = True
-            keep[by_name[name].index] = k
-        keeps.append(keep)
+    keeps = [Plan.load(os.path.join(run, 'pruned.plan.json')).keep_masks(graph) for run in runs]
     nets = {i: latency.shrunk_twin(dense, graph, k, shape, batch) for i, k in enumerate(keeps)}
-    nets['dense'] = latency.shrunk_twin(dense, graph, model.dense_keep, shape, batch)
+    nets['dense'] = model.dense_net
     t = benchmark.compare(nets, (batch,) + tuple(shape[1:]), repeats=15)
     return [(model.predict(k), t[i]['ms'] * model.dense_ms / t['dense']['ms'], t['dense']['ms'] / t[i]['ms'])
             for i, k in enumerate(keeps)], model.dense_ms

@@ -328,7 +328,8 @@ def _timed_ms(twin, shape, repeats: int, reference: Optional[tuple] = None) -> f
 
 class LatencyModel:
     """Table + predictor for one net, calibrated on the dense net and a uniformly halved one. Whole nets are
-    measured against the dense net timed beside them (`measure`), in the milliseconds of its first measurement."""
+    measured against the dense net timed beside them (`measure`), in the milliseconds of its first measurement
+    (`dense_net`: that dense net, prepared for inference at `batch`)."""
 
     def __init__(self, net, graph: DependencyGraph, input_shape, batch: int, step: int, backend: str = 'auto'):
         self.net, self.graph, self.input_shape, self.batch, self.step = net, graph, tuple(input_shape), batch, step
@@ -336,8 +337,8 @@ class LatencyModel:
         self.table = LatencyTable(batch, backend)
         self.predictor = Predictor(graph, self.table)
         self.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
-        self._dense = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
-        self.dense_ms = _timed_ms(self._dense, (batch,) + tuple(input_shape[1:]), 10)
+        self.dense_net = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
+        self.dense_ms = _timed_ms(self.dense_net, (batch,) + tuple(input_shape[1:]), 10)
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
@@ -354,23 +355,19 @@ class LatencyModel:
     def measure(self, keep: Dict[int, np.ndarray]) -> float:
         """Measured ms of the net shrunk to `keep`, timed beside the dense net (see `measure_keep`)."""
         return measure_keep(self.net, self.graph, keep, self.input_shape, self.batch, self.backend,
-                            reference=(self._dense, self.dense_ms))
+                            reference=(self.dense_net, self.dense_ms))
 
     def predict(self, keep: Dict[int, np.ndarray]) -> float:
         return self.predictor.predict({**self.dense_keep, **keep})
 
 
-def _importance(model: LatencyModel, scores: np.ndarray, wide: Dict[int, np.ndarray], narrow: Dict[int, np.ndarray],
-                gi: int) -> float:
-    """Importance of the channels of group `gi` kept in `wide` but not in `narrow`: their mean score times the MACs
-    they carry over every layer the group couples (Torch-Pruning sums a group over its layers; MACs also weigh a
+def _importance(scores: np.ndarray, gone: np.ndarray, macs: float) -> float:
+    """Importance of the channels `gone` (a bool mask over a group) that carry `macs` MACs over every layer the group
+    couples: their mean score times those MACs (Torch-Pruning sums a group over its layers; MACs also weigh a
     channel by its layers' kernel, spatial size and fan-in). Scores are normalised per group, so without this a
     channel of a 16-wide stage-1 group (32x32 maps) would count as much as one of a 64-wide stage-3 group (8x8 maps)
     while carrying 4x the compute. With equal scores the greedy then removes the MACs that cost the most time."""
-    gone = wide[gi] & ~narrow[gi]
-    if not gone.any():
-        return 0.0
-    return float(np.mean(scores[gone])) * float(model.predictor.macs(wide) - model.predictor.macs(narrow))
+    return float(np.mean(scores[gone])) * float(macs) if gone.any() else 0.0
 
 
 def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
@@ -382,7 +379,7 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     keep = {gi: keep_top(scores[gi], current[gi], n) for gi, n in counts.items()}
     now = model.predict(keep)
     while True:
-        best = None
+        best, macs_now = None, model.predictor.macs(keep)
         for gi, n in counts.items():
             cap = int(current[gi].sum())
             w = (n // step + 1) * step
@@ -392,7 +389,8 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = keep_top(scores[gi], current[gi], w)
                 t = model.predict(trial)
                 if t <= budget_ms:
-                    value = _importance(model, scores[gi], trial, keep, gi) / max(t - now, 1e-6)
+                    regained = _importance(scores[gi], trial[gi] & ~keep[gi], model.predictor.macs(trial) - macs_now)
+                    value = regained / max(t - now, 1e-6)
                     if best is None or value > best[0]:
                         best = (value, gi, w, trial[gi], t)
                 if w >= cap:
@@ -420,7 +418,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
 
     now = model.predict(keep)
     while now > target_ms:
-        best = None
+        best, macs_now = None, model.predictor.macs(keep)
         for gi in keep:
             n = int(keep[gi].sum())
             lo = min_keep(gi, n)
@@ -430,7 +428,8 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
                 trial[gi] = keep_top(scores[gi], keep[gi], w)
                 t = model.predict(trial)
                 if t < now:
-                    gain = (now - t) / (_importance(model, scores[gi], keep, trial, gi) + 1e-9)
+                    lost = _importance(scores[gi], keep[gi] & ~trial[gi], macs_now - model.predictor.macs(trial))
+                    gain = (now - t) / (lost + 1e-9)
                     if best is None or gain > best[0]:
                         best = (gain, gi, trial[gi], t)
                     break

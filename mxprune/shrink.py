@@ -71,6 +71,26 @@ class Plan:
     def channels_removed(self) -> int:
         return sum(g['size'] - len(g['keep']) for g in self.groups.values())
 
+    def keep_masks(self, graph: DependencyGraph) -> Dict[int, np.ndarray]:
+        """{group index: bool keep-mask} of this plan on `graph`, checked against it (same groups and sizes, none
+        frozen)."""
+        by_name = {g.name: g for g in graph.groups}
+        keep = {}
+        for name, spec in self.groups.items():
+            g = by_name.get(name)
+            if g is None:
+                raise ModelError(f'the plan names group {name!r}, which {type(graph.net).__name__} does not have; was '
+                                 f'the plan made for another model?')
+            if g.size != spec['size']:
+                raise ModelError(f'group {name!r} has {g.size} channels here but {spec["size"]} in the plan; was the '
+                                 f'plan made for another model or already applied?')
+            if g.frozen:
+                raise ModelError(f'group {name!r} is frozen here ({g.frozen})')
+            k = np.zeros(g.size, bool)
+            k[spec['keep']] = True
+            keep[g.index] = k
+        return keep
+
 
 def plan_from_keep(graph: DependencyGraph, keep: Dict[int, np.ndarray], model: str = '') -> Plan:
     groups = {}
@@ -90,22 +110,7 @@ def apply_plan(net: mx.gluon.HybridBlock, plan: Plan, input_shape: Optional[Sequ
     """Cuts `net` in place to the plan. Returns {layer path: {role: kept count}} for the layers it changed."""
     shape = tuple(input_shape or plan.input_shape)
     graph = DependencyGraph.trace(net, shape)
-    by_name = {g.name: g for g in graph.groups}
-    keep = {}
-    for name, spec in plan.groups.items():
-        g = by_name.get(name)
-        if g is None:
-            raise ModelError(f'the plan names group {name!r}, which {type(net).__name__} does not have; was the plan '
-                             f'made for another model?')
-        if g.size != spec['size']:
-            raise ModelError(f'group {name!r} has {g.size} channels here but {spec["size"]} in the plan; was the '
-                             f'plan made for another model or already applied?')
-        if g.frozen:
-            raise ModelError(f'group {name!r} is frozen here ({g.frozen})')
-        k = np.zeros(g.size, bool)
-        k[spec['keep']] = True
-        keep[g.index] = k
-    axis_keep = flops_mod._axis_masks(graph, keep)
+    axis_keep = flops_mod._axis_masks(graph, plan.keep_masks(graph))
     changed = {}
     for layer in graph.layers:
         role_keep = {}
