@@ -46,15 +46,15 @@ def side_by_side(runs, batch: int = 64):
         ([(predicted ms, measured ms, measured speed-up) per run], dense measured ms)
     """
     import _bootstrap  # noqa: F401
-    from mxprune import benchmark, latency, pipeline
+    from mxprune import allocation, benchmark, pipeline
     from mxprune.graph import DependencyGraph
     from mxprune.shrink import Plan
     rec, dense, _, _ = pipeline.load_run(runs[0])
     shape = pipeline.input_shape_of(rec)
     graph = DependencyGraph.trace(dense, shape)
-    model = latency.LatencyModel(dense, graph, shape, batch, 8)
+    model = allocation.LatencyModel(dense, graph, shape, batch, 8)
     keeps = [Plan.load(os.path.join(run, 'pruned.plan.json')).keep_masks(graph) for run in runs]
-    nets = {i: latency.shrunk_twin(dense, graph, k, shape, batch) for i, k in enumerate(keeps)}
+    nets = {i: allocation.shrunk_twin(dense, graph, k, shape, batch) for i, k in enumerate(keeps)}
     nets['dense'] = model.dense_net
     t = benchmark.compare(nets, (batch,) + tuple(shape[1:]), repeats=15)
     return [(model.predict(k), t[i]['ms'] * model.dense_ms / t['dense']['ms'], t['dense']['ms'] / t[i]['ms'])

@@ -11,13 +11,9 @@ import mxnet as mx
 import numpy as np
 
 from .errors import MxPruneError
+from .latency import fused_backend_available
 
-
-def fused_backend_available() -> bool:
-    try:
-        return mx.runtime.Features().is_enabled('MKLDNN')
-    except Exception:  # older builds without the features API
-        return False
+__all__ = ['fused_backend_available', 'prepare', 'compare', 'speedup']
 
 
 def prepare(net: mx.gluon.HybridBlock, shape: Sequence[int], backend: Optional[str] = 'auto',

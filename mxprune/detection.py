@@ -31,7 +31,8 @@ from . import layers as layers_mod
 from . import masks as masks_mod
 from .errors import DataError, ModelError, MxPruneError, NumericsError
 from .graph import DependencyGraph
-from .graph.core import _match, finish_init
+from .graph import match
+from .graph.core import finish_init
 from .modifiers import PruningModifier
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -631,7 +632,7 @@ def parts_of(graph: DependencyGraph, backbone: Sequence[str]) -> Dict[str, List[
     """Layer paths of the weighted layers, split into 'backbone' (matching a glob) and 'heads' (the rest)."""
     out = {'backbone': [], 'heads': []}
     for layer in graph.weighted_layers():
-        key = 'backbone' if any(_match(p, (layer.path, layer.block.name)) for p in backbone) else 'heads'
+        key = 'backbone' if any(match(p, (layer.path, layer.block.name)) for p in backbone) else 'heads'
         out[key].append(layer.path)
     return out
 
@@ -666,15 +667,14 @@ class BackboneMacs(PruningModifier):
         if not self._paths:
             raise MxPruneError(f'detection.backbone: {list(self.backbone)} matches no Conv/Dense layer path')
 
-    def _measure(self, session, counts: Dict[int, int]) -> float:
+    def cost_model(self, session):
+        """A macs target counts the backbone's MACs only; other targets as a PruningModifier counts them."""
         if self.target.kind != 'macs':
-            return super()._measure(session, counts)
-        keep = dict(session.group_keep)
-        for gi, n in counts.items():
-            keep[gi] = flops_mod.group_keep_from_counts(session.groups_by_index[gi], n)
-        per = flops_mod.structured(session.graph, keep).per_layer
-        dense = session.dense_count.per_layer
-        return sum(per[p] for p in self._paths) / max(1, sum(dense[p] for p in self._paths))
+            return super().cost_model(session)
+        if self._cost is None:
+            from .flops import MacsCost
+            self._cost = MacsCost(session.graph, layers=self._paths)
+        return self._cost
 
 
 # ----------------------------------------------------------------------------------------------------------------

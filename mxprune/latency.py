@@ -1,37 +1,39 @@
-"""Latency-aware pruning: a measured latency table of the layers at candidate widths, a whole-net predictor
-calibrated on real measurements, and a NetAdapt-style greedy that removes channels where they save the most
-predicted time per unit of importance lost.
+"""Latency as a cost model: a measured table of the layers at candidate widths, and a whole-net predictor.
 
 Why: FLOPs mislead on real hardware. oneDNN computes in blocks of channels (16 on an AVX-512 CPU, 8 on AVX2), so
-widths that are not multiples of the block can be slower than the dense layer (on an AVX-512 EPYC,
-cifar_resnet56_v1 at 12/24/48 ran 0.77x of dense), and which widths are fast differs from one CPU to the next.
+widths that are not multiples of the block can be slower than the dense layer, and which widths are fast differs from
+one CPU to the next.
 
 The table holds, per layer signature (kind, kernel, stride, spatial size, depthwise or not) and (in, out) width, the
 time of that layer (conv + BN + ReLU, hybridized the way inference runs: the fused oneDNN backend when the build has
 it) at the target batch, timed in context: behind a producer layer, whose own time is subtracted, relative to a
 fixed reference layer timed in the same interleaved rounds (the machine's speed drifts). It is
 cached per machine (CPU model, threads, MXNet version, backend) in $MXNET_HOME/mxprune/latency-<key>.json.
-Whole-net latency is predicted as a * sum(layers) + b, with a and b fitted on measured whole nets (dense and a
-uniformly halved one), and every prediction reported next to a measurement.
-
-`search` closes the loop the way NetAdapt does: the greedy picks widths by prediction, the picked net is then built
-and measured, and the measured/predicted ratio of that net corrects the target for the next greedy pass (from the
-same starting widths). The net returned is one that was measured, not only predicted, to meet the target.
+Whole-net latency is predicted as a * sum(layers) + b, with a > 0 and b >= 0 fitted on measured whole nets, so a
+prediction is never zero or negative. Measuring whole nets and correcting the allocation by them (NetAdapt's loop)
+is `mxprune.allocation`'s part.
 """
 import hashlib
 import json
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 
 from . import io
-from .errors import OverPruneError
-from .flops import group_keep_from_counts, keep_top
-from .graph import DependencyGraph, Group, Layer
+from .flops import LayerCost, Shapes
+from .graph import DependencyGraph, Layer
+
+
+def fused_backend_available() -> bool:
+    """Whether this MXNet build has oneDNN (MKLDNN), whose fused graph inference runs on."""
+    try:
+        return mx.runtime.Features().is_enabled('MKLDNN')
+    except Exception:  # older builds without the features API
+        return False
 
 
 def machine_key(batch: int, backend: str) -> str:
@@ -73,8 +75,8 @@ _ADDS = {'elemwise_add', '_plus', '_Plus', '_add', 'broadcast_add', 'broadcast_p
 def residual_convs(graph: DependencyGraph) -> set:
     """Node names of the convs whose output (through BatchNorm) is added to another tensor: one per add, the one
     computed last, into which oneDNN fuses the sum. Measured here (AVX2 EPYC, fused oneDNN, batch 64): a residual
-    block at widths 29/13 ran 12.2 ms against 7.8 ms without its add, so the add is part of the layer's time, and
-    far from constant across widths."""
+    block at narrow odd widths ran about 1.6x slower with its add than without, so the add is part of the layer's
+    time, and far from constant across widths."""
     from . import masks as masks_mod
     with masks_mod.bypassed():
         out = graph.net(mx.sym.var('data'))
@@ -137,13 +139,11 @@ class LatencyTable:
 
     Entries are measured in units of a fixed reference layer (`REFERENCE`) timed in the same interleaved rounds,
     then expressed in milliseconds through the reference's time when the table was started (`reference_ms`, kept
-    with the table). A table fills up over many runs, and a shared VM's speed drifts by 15 % from minute to
-    minute: entries in plain milliseconds measured at different times did not add up (a fresh table predicted the
-    latency bench's nets within 2-7 %, the same machine's table filled over a day was 9-20 % off).
+    with the table). A table fills up over many runs, and a shared VM's speed drifts from minute to minute: entries
+    in plain milliseconds measured at different times do not add up.
     """
 
     def __init__(self, batch: int = 64, backend: str = 'auto', repeats: int = 7, path: Optional[str] = None):
-        from .benchmark import fused_backend_available
         self.batch = batch
         self.fused = fused_backend_available() if backend == 'auto' else backend == 'MKLDNN'
         self.backend = 'MKLDNN' if self.fused else 'plain'
@@ -221,289 +221,63 @@ class LatencyTable:
         return list(out)
 
 
-class Predictor:
-    """Whole-net latency = a * sum over Conv/Dense layers of the table's entries + b (a, b fitted on measurements)."""
+class Predictor(LayerCost):
+    """Whole-net latency (ms) = a * sum over Conv/Dense layers of the table's entries + b; a cost model
+    (`mxprune.flops.LayerCost`) whose `curve` times every candidate width of a group against the table at once.
 
-    def __init__(self, graph: DependencyGraph, table: LatencyTable):
-        self.graph, self.table = graph, table
+    a and b are fitted on measured whole nets (`calibrate`) with a > 0 and b >= 0: a negative intercept fitted on
+    two wide nets made narrow nets predict negative times.
+    """
+    name = 'latency'
+
+    def __init__(self, graph: DependencyGraph, table: 'LatencyTable', shapes: Optional[Shapes] = None):
+        self.table = table
         residual = residual_convs(graph)
-        self.layers = [(layer, sig) for layer in graph.weighted_layers()
-                       for sig in [signature(layer, layer.node in residual)] if sig]
+        self.signatures = {}
+        for layer in graph.weighted_layers():
+            sig = signature(layer, layer.node in residual)
+            if sig:
+                self.signatures[id(layer)] = sig
+        super().__init__(graph, shapes)
         self.a, self.b = 1.0, 0.0
-        self._members: Dict[str, List[tuple]] = {}
-        for g in graph.groups:
-            for m in g.members:
-                if m.attr == 'weight' and m.layer.weighted:
-                    self._members.setdefault(m.layer.path, []).append((g.index, m.role, m.channels, m.axis,
-                                                                       m.positions))
 
-    def widths(self, layer: Layer, keep: Dict[int, np.ndarray]) -> Tuple[int, int]:
-        """(in, out) channel counts of a layer when groups keep `keep` (group index -> bool mask)."""
-        shape = layer.param_shapes['weight']
-        dropped = {'in': 0, 'out': 0, 'chan': 0}
-        for gi, role, chans, _, _ in self._members.get(layer.path, []):
-            k = keep.get(gi)
-            if k is not None:
-                dropped[role] += int((~k[chans]).sum())
+    def counts(self, layer):
+        return id(layer) in self.signatures
+
+    def widths(self, i: int, shapes: Dict[str, List[np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+        """(in, out) channel counts of layer i, arrays over the candidates in `shapes`."""
+        layer = self.index.layers[i]
+        w = shapes['weight']
         if 'chan' in layer.spaces:
-            c = shape[0] - dropped['chan']
-            return c, c
+            return w[0], w[0]
         if layer.kind == 'dense':
-            return layer.in_shape[1] - dropped['in'], shape[0] - dropped['out']
-        return shape[1] - dropped['in'], shape[0] - dropped['out']
+            return w[1] // self.signatures[id(layer)][1], w[0]
+        return w[1], w[0]
 
-    def macs(self, keep: Dict[int, np.ndarray]) -> int:
-        """MACs of the net when groups keep `keep` (as `flops.structured` counts them, at a fraction of its cost: the
-        greedy asks this for every width it tries)."""
-        total = 0
-        for layer in self.graph.weighted_layers():
-            sizes = list(layer.param_shapes['weight'])
-            for gi, _, chans, axis, positions in self._members.get(layer.path, []):
-                k = keep.get(gi)
-                if k is not None:
-                    sizes[axis] -= int(positions[~k[chans]].size)
-            total += int(np.prod(sizes)) * layer.spatial()
-        return total
+    def table_ms(self, i: int, shapes: Dict[str, List[np.ndarray]]) -> np.ndarray:
+        sig = self.signatures[id(self.index.layers[i])]
+        cin, cout = self.widths(i, shapes)
+        return np.array([self.table.get(sig, int(a), int(b)) for a, b in zip(cin, cout)])
+
+    def layer_cost(self, i, shapes):
+        return self.a * self.table_ms(i, shapes)
+
+    def total(self, keep):
+        return super().total(keep) + self.b
 
     def raw(self, keep: Dict[int, np.ndarray]) -> float:
-        return sum(self.table.get(sig, *self.widths(layer, keep)) for layer, sig in self.layers)
+        """The sum of the table's entries (a = 1, b = 0)."""
+        return float(sum(self.table_ms(i, self.index.shapes(i, keep))[0] for i in self.counted))
 
     def predict(self, keep: Dict[int, np.ndarray]) -> float:
-        return self.a * self.raw(keep) + self.b
+        return self.total(keep)
 
     def calibrate(self, points: Sequence[Tuple[Dict[int, np.ndarray], float]]) -> None:
-        """Fits a, b by least squares on (keep, measured ms) pairs (one pair: scale only)."""
+        """Fits a > 0, b >= 0 by least squares on (keep, measured ms) pairs; the scale alone when one pair is given or
+        the free fit's intercept is negative."""
         xs = np.array([self.raw(k) for k, _ in points])
         ys = np.array([ms for _, ms in points])
-        if len(points) == 1:
-            self.a, self.b = float(ys[0] / xs[0]), 0.0
-        else:
-            self.a, self.b = (float(v) for v in np.polyfit(xs, ys, 1))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Measuring whole nets and the NetAdapt-style search
-
-
-def shrunk_twin(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
-                backend: str = 'auto'):
-    """A copy of `net` shrunk to `keep`, hybridized for inference at `batch` (the net itself is not touched)."""
-    import copy
-    from . import masks as masks_mod
-    from .benchmark import prepare
-    from .shrink import apply_plan, plan_from_keep
-    masks_mod.clear_cached(net)
-    twin = copy.deepcopy(net)
-    for block in list(masks_mod.masked_blocks(twin)):
-        masks_mod.remove(block, fold_first=False)  # timing does not depend on the values
-    apply_plan(twin, plan_from_keep(graph, {gi: k for gi, k in keep.items() if not k.all()}), input_shape)
-    return prepare(twin, (batch,) + tuple(input_shape[1:]), backend)
-
-
-def measure_keep(net, graph: DependencyGraph, keep: Dict[int, np.ndarray], input_shape, batch: int,
-                 backend: str = 'auto', repeats: int = 10, reference: Optional[tuple] = None) -> float:
-    """Latency (ms) of `net` shrunk to `keep`, at `batch`: the median of `repeats` x 3 calls.
-
-    reference: (prepared net, its ms): timed interleaved with the net, and the result rescaled by ref ms / ref ms
-    now. On a shared VM the whole machine drifts: the same dense resnet56 measured 122 and 148 ms a minute apart,
-    while dense/pruned ratios timed interleaved held; so a net is judged against the dense net timed beside it.
-    """
-    twin = shrunk_twin(net, graph, keep, input_shape, batch, backend)
-    return _timed_ms(twin, (batch,) + tuple(input_shape[1:]), repeats, reference)
-
-
-def _timed_ms(twin, shape, repeats: int, reference: Optional[tuple] = None) -> float:
-    """Median call (ms) of a prepared net, rescaled by a reference timed beside it (see `measure_keep`).
-
-    The median, not the fastest call: this VM also has calls that run fast. Four runs of 20 interleaved rounds gave
-    the x16 FLOPs net of the latency bench speed-ups of 1.76-1.94x from fastest calls and 1.90-1.93x from medians.
-    """
-    from .benchmark import compare
-    if reference is None:
-        return compare({'net': twin}, shape, repeats=repeats, per_repeat=3)['net']['ms']
-    ref_net, ref_ms = reference
-    t = compare({'net': twin, 'ref': ref_net}, shape, repeats=repeats, per_repeat=3)
-    return t['net']['ms'] * ref_ms / t['ref']['ms']
-
-
-class LatencyModel:
-    """Table + predictor for one net, calibrated on the dense net and a uniformly halved one. Whole nets are
-    measured against the dense net timed beside them (`measure`), in the milliseconds of its first measurement
-    (`dense_net`: that dense net, prepared for inference at `batch`)."""
-
-    def __init__(self, net, graph: DependencyGraph, input_shape, batch: int, step: int, backend: str = 'auto'):
-        self.net, self.graph, self.input_shape, self.batch, self.step = net, graph, tuple(input_shape), batch, step
-        self.backend = backend
-        self.table = LatencyTable(batch, backend)
-        self.predictor = Predictor(graph, self.table)
-        self.dense_keep = {g.index: np.ones(g.size, bool) for g in graph.groups}
-        self.dense_net = shrunk_twin(net, graph, self.dense_keep, input_shape, batch, backend)
-        self.dense_ms = _timed_ms(self.dense_net, (batch,) + tuple(input_shape[1:]), 10)
-        half = dict(self.dense_keep)
-        for g in graph.groups:
-            if not g.frozen and g.producers:
-                n = max(step, int(np.ceil(g.size / 2 / step)) * step)
-                if n < g.size:
-                    half[g.index] = np.arange(g.size) < n
-        self.half_ms = self.measure(half)
-        self.predictor.calibrate([(self.dense_keep, self.dense_ms), (half, self.half_ms)])
-        self.calibration = {'dense_ms': self.dense_ms, 'dense_predicted_ms': self.predictor.predict(self.dense_keep),
-                            'half_ms': self.half_ms, 'half_predicted_ms': self.predictor.predict(half),
-                            'a': self.predictor.a, 'b': self.predictor.b}
-        self.table.save()
-
-    def measure(self, keep: Dict[int, np.ndarray]) -> float:
-        """Measured ms of the net shrunk to `keep`, timed beside the dense net (see `measure_keep`)."""
-        return measure_keep(self.net, self.graph, keep, self.input_shape, self.batch, self.backend,
-                            reference=(self.dense_net, self.dense_ms))
-
-    def predict(self, keep: Dict[int, np.ndarray]) -> float:
-        return self.predictor.predict({**self.dense_keep, **keep})
-
-
-def _importance(scores: np.ndarray, gone: np.ndarray, macs: float) -> float:
-    """Importance of the channels `gone` (a bool mask over a group) that carry `macs` MACs over every layer the group
-    couples: their mean score times those MACs (Torch-Pruning sums a group over its layers; MACs also weigh a
-    channel by its layers' kernel, spatial size and fan-in). Scores are normalised per group, so without this a
-    channel of a 16-wide stage-1 group (32x32 maps) would count as much as one of a 64-wide stage-3 group (8x8 maps)
-    while carrying 4x the compute. With equal scores the greedy then removes the MACs that cost the most time."""
-    return float(np.mean(scores[gone])) * float(macs) if gone.any() else 0.0
-
-
-def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
-           current: Dict[int, np.ndarray], counts: Dict[int, int], budget_ms: float) -> Dict[int, int]:
-    """Widens groups back, most importance regained per predicted millisecond first, while the predicted latency
-    stays within `budget_ms`: the greedy's last step can overshoot the target by a whole width step."""
-    step = model.step
-    counts = dict(counts)
-    keep = {gi: keep_top(scores[gi], current[gi], n) for gi, n in counts.items()}
-    now = model.predict(keep)
-    while True:
-        best, macs_now = None, model.predictor.macs(keep)
-        for gi, n in counts.items():
-            cap = int(current[gi].sum())
-            w = (n // step + 1) * step
-            while n < cap:
-                w = min(w, cap)
-                trial = dict(keep)
-                trial[gi] = keep_top(scores[gi], current[gi], w)
-                t = model.predict(trial)
-                if t <= budget_ms:
-                    regained = _importance(scores[gi], trial[gi] & ~keep[gi], model.predictor.macs(trial) - macs_now)
-                    value = regained / max(t - now, 1e-6)
-                    if best is None or value > best[0]:
-                        best = (value, gi, w, trial[gi], t)
-                if w >= cap:
-                    break
-                w += step
-        if best is None:
-            return counts
-        _, gi, w, k, now = best
-        counts[gi], keep[gi] = w, k
-
-
-def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
-           current: Dict[int, np.ndarray], target_ms: float, min_keep: Callable[[int, int], int],
-           narrowest: bool = False) -> Dict[int, int]:
-    """Kept channel counts per group meeting the predicted latency `target_ms` (with `narrowest`, when the target
-    is beyond the limits, the narrowest widths reached instead of an error).
-
-    NetAdapt-style (Yang et al. 2018): repeatedly narrow the group whose next faster width saves the most
-    predicted time per unit of importance removed (`_importance`: the mean normalised score of the channels cut
-    times the MACs they carry). A group's next width is the widest multiple of the step below its width
-    that the table predicts to be faster, so widths that are slow on this machine are skipped over, never chosen.
-    """
-    step = model.step
-    keep = {g.index: current[g.index].copy() for g in groups if g.index in scores}
-
-    now = model.predict(keep)
-    while now > target_ms:
-        best, macs_now = None, model.predictor.macs(keep)
-        for gi in keep:
-            n = int(keep[gi].sum())
-            lo = min_keep(gi, n)
-            w = (n - 1) // step * step
-            while w >= max(lo, 1):
-                trial = dict(keep)
-                trial[gi] = keep_top(scores[gi], keep[gi], w)
-                t = model.predict(trial)
-                if t < now:
-                    lost = _importance(scores[gi], keep[gi] & ~trial[gi], macs_now - model.predictor.macs(trial))
-                    gain = (now - t) / (lost + 1e-9)
-                    if best is None or gain > best[0]:
-                        best = (gain, gi, trial[gi], t)
-                    break
-                w -= step
-        if best is None:
-            if narrowest:
-                break
-            raise OverPruneError(f'latency target {target_ms:.2f} ms cannot be reached: the narrowest widths the '
-                                 f'limits allow are predicted at {now:.2f} ms (dense {model.dense_ms:.2f} ms)')
-        _, gi, k, now = best
-        keep[gi] = k
-    model.table.save()
-    return {gi: int(k.sum()) for gi, k in keep.items()}
-
-
-def search(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.ndarray],
-           current: Dict[int, np.ndarray], target_ms: float, min_keep: Callable[[int, int], int], *,
-           measure: Optional[Callable[[Dict[int, np.ndarray]], float]] = None, rounds: int = 4,
-           tolerance: float = 0.02) -> Tuple[Dict[int, int], dict]:
-    """Kept counts per group whose *measured* latency meets `target_ms`, and a report of every round.
-
-    Each round runs `greedy` to a target in predicted milliseconds, builds and times the chosen net (`measure`,
-    default: `model.measure`, timed beside the dense net) and rescales the next round's target by predicted/measured
-    of that net, so a table that is a few per cent off near the target is corrected where it matters. Stops when a
-    measured net lies within `tolerance` below the target; a net that met it with more slack is then widened back
-    (`refill`) and measured once more. Returns the measured net that met the target with the most predicted latency
-    left (the least pruned), else the fastest one measured (report['met'] is False).
-    """
-    by_index = {g.index: g for g in groups}
-    measure = measure or model.measure
-    goal, tried, seen, at_limit = target_ms, [], set(), False
-
-    def key(counts: Dict[int, int]) -> tuple:
-        return tuple(sorted(counts.items()))
-
-    def time_net(counts: Dict[int, int], goal_ms: float, **extra) -> dict:
-        seen.add(key(counts))
-        keep = {gi: group_keep_from_counts(by_index[gi], n) for gi, n in counts.items()}
-        tried.append({'counts': counts, 'goal_ms': goal_ms, 'predicted_ms': model.predict(keep),
-                      'measured_ms': float(measure(keep)), **extra})
-        return tried[-1]
-
-    for _ in range(max(1, rounds)):
-        try:
-            counts = greedy(model, groups, scores, current, goal, min_keep)
-        except OverPruneError:
-            if tried:
-                break  # the corrected goal is beyond the narrowest widths: keep what was measured
-            # the table may be pessimistic: time the narrowest widths before giving up on the target
-            counts = greedy(model, groups, scores, current, goal, min_keep, narrowest=True)
-            at_limit = True
-        if key(counts) in seen:  # the correction led back to a net already measured
-            break
-        t = time_net(counts, goal)
-        predicted, measured = t['predicted_ms'], t['measured_ms']
-        if at_limit and measured > target_ms:
-            raise OverPruneError(f'latency target {target_ms:.2f} ms cannot be reached: the narrowest widths the '
-                                 f'limits allow measured {measured:.2f} ms (predicted {predicted:.2f} ms, dense '
-                                 f'{model.dense_ms:.2f} ms)')
-        at_limit = False
-        if target_ms * (1.0 - tolerance) <= measured <= target_ms:
-            break
-        goal = target_ms * predicted / measured
-    met = [t for t in tried if t['measured_ms'] <= target_ms]
-    pick = max(met, key=lambda t: t['predicted_ms']) if met else min(tried, key=lambda t: t['measured_ms'])
-    if met and pick['measured_ms'] < target_ms * (1.0 - tolerance):
-        # the greedy stepped past the target: widen back into the measured slack, then measure that net too
-        budget = target_ms * pick['predicted_ms'] / pick['measured_ms']
-        counts = refill(model, groups, scores, current, pick['counts'], budget)
-        if key(counts) not in seen:
-            t = time_net(counts, budget, widened=True)
-            if t['measured_ms'] <= target_ms:
-                pick = t
-    report = {'target_ms': target_ms, 'met': bool(met), 'predicted_ms': pick['predicted_ms'],
-              'measured_ms': pick['measured_ms'],
-              'rounds': [{k: v for k, v in t.items() if k != 'counts'} for t in tried]}
-    return pick['counts'], report
+        a, b = (float(v) for v in np.polyfit(xs, ys, 1)) if len(points) > 1 and np.ptp(xs) > 0 else (0.0, -1.0)
+        if a <= 0 or b < 0:
+            a, b = float((xs @ ys) / (xs @ xs)), 0.0
+        self.a, self.b = a, b

@@ -7,19 +7,20 @@ removed), `macs` or `params` (the fraction of the dense count to keep, reached b
 or on the score threshold (global)).
 """
 import dataclasses
+import inspect
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
 
+from . import allocation as allocation_mod
 from . import criteria as criteria_mod
-from . import flops as flops_mod
 from . import schedules as schedules_mod
 from .config import spec
 from .errors import MxPruneError, OverPruneError, RecipeError
 from .graph import DependencyGraph, Group, Layer, Selection
-from .graph.core import _match
+from .graph import match
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration (the recipe's `pruning:` and `regularizers:` items)
@@ -68,10 +69,12 @@ class TargetConfig:
 class ScheduleConfig:
     kind: str = spec('oneshot', choices=tuple(schedules_mod.SCHEDULES.names()))
     epoch: float = spec(0.0, lo=0.0, help='oneshot: prune when this many epochs are done')
-    start_epoch: float = spec(0.0, lo=0.0, help='iterative, agp')
-    end_epoch: float = spec(1.0, lo=0.0, help='iterative, agp')
+    start_epoch: float = spec(0.0, lo=0.0, help='iterative, agp, gradual')
+    end_epoch: float = spec(1.0, lo=0.0, help='iterative, agp, gradual (gradual: the last step lands here)')
     rounds: int = spec(3, lo=1, help='iterative')
     frequency: int = spec(100, lo=1, help='agp: steps between updates')
+    steps: int = spec(8, lo=1, hi=10000, help='gradual: pruning steps from start_epoch to end_epoch')
+    curve: str = spec('cubic', choices=schedules_mod.CURVES, help='gradual: how the budget tightens over the steps')
 
     def check(self, where: str, path: str) -> None:
         if self.end_epoch < self.start_epoch:
@@ -79,18 +82,21 @@ class ScheduleConfig:
                               f'start_epoch ({self.start_epoch})')
 
     def build(self) -> schedules_mod.Schedule:
-        if self.kind == 'oneshot':
-            return schedules_mod.OneShot(self.epoch)
-        if self.kind == 'iterative':
-            return schedules_mod.Iterative(self.start_epoch, self.end_epoch, self.rounds)
-        return schedules_mod.AGP(self.start_epoch, self.end_epoch, self.frequency)
+        """The registered schedule of this kind, given the fields its constructor takes."""
+        cls = schedules_mod.SCHEDULES.get(self.kind)
+        taken = inspect.signature(cls.__init__).parameters
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in taken})
 
 
 @dataclasses.dataclass
 class PruningConfig:
     criterion: str = spec('l2', choices=tuple(criteria_mod.CRITERIA.names()))
     granularity: str = spec('channel', choices=('channel', 'weight'))
-    scope: str = spec('local', choices=('local', 'global'))
+    allocator: Optional[str] = spec(None, choices=(None,) + tuple(allocation_mod.ALLOCATORS.names()),
+                                    help='how the budget is spread over the groups (default: knapsack; uniform '
+                                         'with ratios)')
+    scope: Optional[str] = spec(None, choices=(None, 'local', 'global'),
+                                help='older name of the allocator: local = uniform, global = threshold')
     target: TargetConfig = spec(factory=lambda: TargetConfig(sparsity=0.5))
     initial_sparsity: float = spec(0.0, lo=0.0, hi=1.0, hi_open=True, help='sparsity target at the first update')
     schedule: ScheduleConfig = spec(factory=ScheduleConfig)
@@ -100,14 +106,25 @@ class PruningConfig:
     skip_last: bool = spec(True, help='leave the classifier (producing the output) out')
     round_to: int = spec(1, lo=1, hi=4096, help='kept channels per group a multiple of this')
     max_ratio: float = spec(0.9, lo=0.0, hi=1.0, help='at most this fraction of a group (or layer) is removed')
-    ratios: Dict[str, float] = spec(factory=dict, help='layer-wise sparsity per glob pattern (local scope)')
+    ratios: Dict[str, float] = spec(factory=dict, help='layer-wise sparsity per glob pattern (uniform allocator)')
     reduction: str = spec('mean', choices=criteria_mod.REDUCTIONS)
-    normalizer: Optional[str] = spec('mean', choices=criteria_mod.NORMALIZERS)
+    normalizer: Optional[str] = spec(criteria_mod.AUTO, choices=(criteria_mod.AUTO,) + criteria_mod.NORMALIZERS,
+                                     help='per-group score normalisation; auto: the default of the criterion (mean; '
+                                          'group_taylor: null)')
     members: str = spec('all', choices=criteria_mod.MEMBERS)
     seed: int = spec(0, lo=0)
     score_batches: int = spec(32, lo=0, help='grad/taylor: batches of gradients gathered before an update at step 0')
 
     def check(self, where: str, path: str) -> None:
+        try:
+            resolve_allocator(self.allocator, self.scope, ())
+        except MxPruneError as e:
+            raise RecipeError(f'{where}: {path}.allocator: {self.allocator!r} is not allowed with scope '
+                              f'{self.scope!r} ({e})') from None
+        chosen = resolve_allocator(self.allocator, self.scope, ())
+        if self.ratios and (self.allocator or self.scope) and chosen != 'uniform':
+            raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with the {chosen} allocator; '
+                              f'expected allocator uniform (or scope local)')
         crit = criteria_mod.CRITERIA.get(self.criterion)
         if self.granularity == 'weight' and getattr(crit, 'structured_only', False):
             raise RecipeError(f'{where}: {path}.criterion: {self.criterion!r} is not allowed with granularity '
@@ -115,11 +132,9 @@ class PruningConfig:
         if self.granularity == 'weight' and self.target.kind != 'sparsity':
             raise RecipeError(f'{where}: {path}.target: {self.target.kind} is not allowed with granularity weight; '
                               f'expected sparsity (unstructured zeros do not shrink a dense layer)')
-        if self.target.kind in ('latency', 'speedup') and (self.scope != 'global' or self.ratios):
-            raise RecipeError(f'{where}: {path}.scope: {self.scope!r} is not allowed with a {self.target.kind} target; '
-                              f'expected global (the latency search chooses every width)')
-        if self.ratios and self.scope == 'global':
-            raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with scope global')
+        if self.target.kind in ('latency', 'speedup') and self.ratios:
+            raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with a {self.target.kind} '
+                              f'target; expected none (the allocator chooses every width)')
         for k, v in self.ratios.items():
             if not 0.0 <= v < 1.0:
                 raise RecipeError(f'{where}: {path}.ratios.{k}: {v!r} is not allowed; expected 0 <= ratio < 1')
@@ -132,11 +147,28 @@ class PruningConfig:
         if self.criterion == 'random':
             kwargs['seed'] = self.seed
         crit = criteria_mod.get(self.criterion, **kwargs)
-        return PruningModifier(crit, granularity=self.granularity, scope=self.scope, target=self.target,
-                               schedule=self.schedule.build(), initial_sparsity=self.initial_sparsity,
+        return PruningModifier(crit, granularity=self.granularity, allocator=self.allocator, scope=self.scope,
+                               target=self.target, schedule=self.schedule.build(),
+                               initial_sparsity=self.initial_sparsity,
                                selection=Selection(tuple(self.include), tuple(self.exclude), self.skip_first,
                                                    self.skip_last),
                                round_to=self.round_to, max_ratio=self.max_ratio, ratios=dict(self.ratios))
+
+
+def resolve_allocator(allocator, scope: Optional[str], ratios) -> str:
+    """The allocator's name from the `allocator` and older `scope` settings (an object passes as it is)."""
+    by_scope = {None: None, 'local': 'uniform', 'global': 'threshold'}
+    if scope not in by_scope:
+        raise MxPruneError(f'scope {scope!r}; choose local or global (or an allocator)')
+    name = allocator if allocator is not None else by_scope[scope] or ('uniform' if ratios else 'knapsack')
+    if isinstance(name, str):
+        allocation_mod.ALLOCATORS.get(name)
+    if scope is not None and allocator is not None and by_scope[scope] != getattr(name, 'registry_name', name):
+        raise MxPruneError(f'scope {scope} means allocator {by_scope[scope]}, not {allocator!r}; give one of them')
+    if ratios and getattr(name, 'registry_name', name) != 'uniform':
+        raise MxPruneError(f'layer-wise ratios take the uniform allocator, not {getattr(name, "registry_name", name)}'
+                           f' (scope global / threshold and knapsack choose the widths themselves)')
+    return name
 
 
 @dataclasses.dataclass
@@ -162,27 +194,28 @@ class RegularizerConfig:
 class PruningModifier:
     """Decides masks on a schedule. See the module docstring for the targets."""
 
-    def __init__(self, criterion='l2', *, granularity: str = 'channel', scope: str = 'local', target=0.5,
-                 schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
+    def __init__(self, criterion='l2', *, granularity: str = 'channel', allocator=None, scope: Optional[str] = None,
+                 target=0.5, schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
                  round_to: int = 1, max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None):
         """
         Args:
-            criterion: a name ('l1', 'l2', 'grad', 'taylor', 'bn_gamma', 'fpgm', 'random') or a Criterion.
+            criterion: a name ('l1', 'l2', 'grad', 'taylor', 'group_taylor', 'bn_gamma', 'fpgm', 'random') or a
+                Criterion.
             granularity: 'channel' (structured, per coupled group) or 'weight' (unstructured).
-            scope: 'local' (each group/layer by the same ratio) or 'global' (one threshold on normalised scores).
-            target: a sparsity (float), or a TargetConfig / dict like {'macs': 0.5}.
-            schedule: a Schedule or a name ('oneshot', 'iterative', 'agp'); default one-shot at the start.
+            allocator: how the budget is spread over the groups: 'knapsack' (default), 'threshold', 'uniform' or an
+                Allocator (mxprune.allocation). Unstructured pruning ranks weights locally or globally (`scope`).
+            scope: the older name: 'local' = uniform, 'global' = threshold.
+            target: a sparsity (float), or a TargetConfig / dict like {'macs': 0.5} or {'speedup': 1.6}.
+            schedule: a Schedule or a name ('oneshot', 'iterative', 'agp', 'gradual'); default one-shot at the start.
             initial_sparsity: the sparsity at the schedule's first update (AGP's s_i).
             selection: which layers may be pruned (default: all but the first conv and the classifier).
             round_to: kept channels per group are a multiple of this (fast widths for oneDNN / cuDNN).
             max_ratio: at most this fraction of any group (or layer) is removed; groups are never emptied.
-            ratios: {glob: sparsity} layer-wise ratios for groups whose producing layers match (local scope).
+            ratios: {glob: sparsity} layer-wise ratios for groups whose producing layers match (uniform allocator).
         """
         self.criterion = criteria_mod.get(criterion)
         if granularity not in ('channel', 'weight'):
             raise MxPruneError(f'granularity {granularity!r}; choose channel or weight')
-        if scope not in ('local', 'global'):
-            raise MxPruneError(f'scope {scope!r}; choose local or global')
         if granularity == 'weight' and self.criterion.structured_only:
             raise MxPruneError(f'criterion {self.criterion.registry_name} scores channels only; use granularity '
                                f'channel')
@@ -194,12 +227,15 @@ class PruningModifier:
         target.check('PruningModifier', 'target')
         if granularity == 'weight' and target.kind != 'sparsity':
             raise MxPruneError('unstructured (weight) pruning takes a sparsity target')
-        if target.kind in ('latency', 'speedup') and (scope != 'global' or ratios):
-            raise MxPruneError('latency and speedup targets choose the widths themselves: use scope global and no '
-                               'ratios')
+        if target.kind in ('latency', 'speedup') and ratios:
+            raise MxPruneError('latency and speedup targets choose the widths themselves: give no layer-wise ratios')
         if not 0.0 <= max_ratio <= 1.0 or round_to < 1:
             raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1] and round_to {round_to} >= 1')
-        self.granularity, self.scope, self.target = granularity, scope, target
+        self.allocator = allocation_mod.get(resolve_allocator(allocator, scope, ratios))
+        self.granularity, self.target = granularity, target
+        # unstructured pruning ranks weights per layer (local) or over all layers (global)
+        self.scope = scope or ('global' if allocator is not None and
+                               not isinstance(self.allocator, allocation_mod.Uniform) else 'local')
         self.schedule = schedules_mod.get(schedule) if schedule is not None else schedules_mod.OneShot(0)
         self.initial_sparsity = initial_sparsity
         self.selection = selection or Selection()
@@ -209,6 +245,7 @@ class PruningModifier:
         self.last_fraction = 0.0
         self.latency_model = None
         self.latency_report: Optional[dict] = None
+        self._cost = None
 
     @property
     def structured(self) -> bool:
@@ -223,20 +260,69 @@ class PruningModifier:
             if not self.groups:
                 raise OverPruneError('no prunable channel group: every group is frozen or holds an unselected '
                                      'layer (see DependencyGraph.summary() and the selection patterns)')
+            self.criterion.bind(self.groups)
         else:
             self.layers = [layer for layer in graph.selected(self.selection) if layer.weighted]
             if not self.layers:
                 raise OverPruneError('no selected Conv/Dense layer to prune')
+        self._cost = None
 
     def current_target(self, fraction: float) -> float:
         t = self.target
         if t.kind == 'sparsity':
             return self.initial_sparsity + (t.value - self.initial_sparsity) * fraction
         if t.kind in ('latency', 'speedup'):
-            return fraction  # turned into milliseconds against the measured dense latency in _latency_counts
+            return fraction  # turned into milliseconds against the measured dense latency in `budget`
         return 1.0 - (1.0 - t.value) * fraction
 
     # --- structured
+    def cost_model(self, session):
+        """What the target counts: channels of this modifier's groups (sparsity), MACs or parameters of the whole
+        net, or its predicted latency (the measured table; built, and the dense net timed, on first use)."""
+        if self._cost is None:
+            kind = self.target.kind
+            if kind in ('latency', 'speedup'):
+                step = self.round_to if self.round_to > 1 else 8
+                self.latency_model = allocation_mod.LatencyModel(session.net, session.graph, session.input_shape,
+                                                                 self.target.timed_batch, step)
+                self._cost = self.latency_model.predictor
+            else:
+                self._cost = allocation_mod.cost_model('channels' if kind == 'sparsity' else kind, session.graph,
+                                                       self.groups)
+        return self._cost
+
+    def budget(self, session, fraction: float) -> float:
+        """The cost the net may have at schedule `fraction` (in the cost model's units)."""
+        kind, goal = self.target.kind, self.current_target(fraction)
+        cost = self.cost_model(session)
+        if kind in ('latency', 'speedup'):
+            dense = self.latency_model.dense_ms
+            final = self.target.value if kind == 'latency' else dense / self.target.value
+            return dense - (dense - final) * fraction
+        if kind == 'sparsity':
+            return (1.0 - goal) * cost.dense
+        return goal * cost.dense
+
+    def _describe(self, cost) -> callable:
+        kind = self.target.kind
+        if kind == 'sparsity':
+            return lambda c: f'sparsity {1.0 - c / cost.dense:.4g} (fraction of channels removed)'
+        if kind in ('latency', 'speedup'):
+            return lambda c: f'latency {c:.2f} ms (predicted)'
+        return lambda c: f'{kind} {c / cost.dense:.4g} of dense'
+
+    def problem(self, session, scores: Dict[int, np.ndarray], current: Dict[int, np.ndarray],
+                fraction: float) -> allocation_mod.Problem:
+        """The allocation problem of one update: this modifier's groups, scores and live channels, the cost model,
+        the budget at `fraction` and the widths allowed (round_to, max_ratio); other groups are held as they are."""
+        cost = self.cost_model(session)
+        return allocation_mod.Problem(
+            scores=scores, current=current, cost=cost, budget=self.budget(session, fraction),
+            lo={gi: self._limits(session.group_size[gi], int(current[gi].sum()))[0] for gi in scores},
+            step=self.round_to, blocks={gi: getattr(session.groups_by_index[gi], 'blocks', 1) for gi in scores},
+            fixed={gi: k for gi, k in session.group_keep.items() if gi not in scores},
+            describe=self._describe(cost))
+
     def decide_groups(self, session, fraction: float) -> Dict[int, np.ndarray]:
         """New keep-masks {group index: bool mask} for this modifier's groups at schedule `fraction`."""
         params = session.effective_params()
@@ -248,128 +334,40 @@ class PruningModifier:
         if not scores:
             raise OverPruneError(f'criterion {self.criterion.registry_name} scores none of the prunable groups')
         current = {gi: session.group_keep[gi].copy() for gi in scores}
-        goal = self.current_target(fraction)
-        if self.target.kind == 'sparsity' and goal <= 0 and not self.ratios:
+        if self.target.kind == 'sparsity' and self.current_target(fraction) <= 0 and not self.ratios:
             return current
-        if self.target.kind in ('latency', 'speedup'):
-            counts = self._latency_counts(session, scores, current, fraction)
+        p = self.problem(session, scores, current, fraction)
+        if self.ratios:
+            counts = self._layerwise_counts(session, p, fraction)
+        elif self.target.kind in ('latency', 'speedup') and fraction >= 1.0 - 1e-9:
+            counts, found = allocation_mod.search(self.allocator, p, self.latency_model, p.budget)
+            m = self.latency_model
+            self.latency_report = {**m.calibration, **found, 'table_entries': len(m.table.entries),
+                                   'table': m.table.path}
+            if not found['met']:
+                warnings.warn(f'latency target {p.budget:.2f} ms not met: the fastest net measured ran '
+                              f'{found["measured_ms"]:.2f} ms (predicted {found["predicted_ms"]:.2f} ms)',
+                              stacklevel=3)
         else:
-            counts = self._search(session, scores, current, goal, fraction)
-        return {gi: flops_mod.keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
-
-    def _latency_counts(self, session, scores, current, fraction) -> Dict[int, int]:
-        """Widths from the measured latency table (mxprune.latency), the dense latency measured on this machine."""
-        from . import latency
-        if self.latency_model is None:
-            step = self.round_to if self.round_to > 1 else 8
-            self.latency_model = latency.LatencyModel(session.net, session.graph, session.input_shape,
-                                                      self.target.timed_batch, step)
-        m = self.latency_model
-        final_ms = self.target.value if self.target.kind == 'latency' else m.dense_ms / self.target.value
-        target_ms = m.dense_ms - (m.dense_ms - final_ms) * fraction
-        groups = [session.groups_by_index[gi] for gi in scores]
-        counts, found = latency.search(m, groups, scores, current, target_ms,
-                                       lambda gi, n: self._limits(session.group_size[gi], n)[0])
-        self.latency_report = {**m.calibration, **found, 'table_entries': len(m.table.entries),
-                               'table': m.table.path}
-        if not found['met']:
-            warnings.warn(f'latency target {target_ms:.2f} ms not met: the fastest net measured ran '
-                          f'{found["measured_ms"]:.2f} ms (predicted {found["predicted_ms"]:.2f} ms)', stacklevel=3)
-        return counts
+            counts = self.allocator.allocate(p)
+        return {gi: p.masks(gi, [counts[gi]])[0] for gi in scores}
 
     def _limits(self, size: int, kept_now: int) -> tuple:
         lo = max(1, int(np.ceil(size * (1.0 - self.max_ratio) - 1e-9)))
         return min(lo, kept_now), kept_now
 
-    def _round(self, n_keep: int, size: int, lo: int, hi: int) -> int:
-        """Clamps to the limits first, then rounds up to a multiple of round_to (never above what is kept now)."""
-        n_keep = max(lo, n_keep)
-        r = self.round_to
-        if r > 1 and size >= r:
-            n_keep = int(np.ceil(n_keep / r)) * r
-        return int(min(hi, n_keep))
-
-    def _counts_for_ratio(self, sizes, kept, ratio_of) -> Dict[int, int]:
-        out = {}
-        for gi, size in sizes.items():
-            lo, hi = self._limits(size, kept[gi])
-            out[gi] = self._round(size - int(np.floor(ratio_of(gi) * size + 1e-9)), size, lo, hi)
-        return out
-
-    def _counts_for_threshold(self, masked, sizes, kept, tau) -> Dict[int, int]:
-        """Keeps, per group, the live channels scoring at least tau (masked: pruned channels score -inf)."""
-        out = {}
-        for gi, s in masked.items():
-            lo, hi = self._limits(sizes[gi], kept[gi])
-            out[gi] = self._round(int((s >= tau).sum()), sizes[gi], lo, hi)
-        return out
-
-    def _measure(self, session, counts: Dict[int, int]) -> float:
-        kind = self.target.kind
-        if kind == 'sparsity':
-            total = sum(session.group_size[gi] for gi in counts)
-            return 1.0 - sum(counts.values()) / total
-        keep = dict(session.group_keep)
-        for gi, n in counts.items():
-            keep[gi] = flops_mod.group_keep_from_counts(session.groups_by_index[gi], n)
-        c = flops_mod.structured(session.graph, keep)
-        return (c.macs if kind == 'macs' else c.params) / getattr(session.dense_count, kind)
-
-    def _met(self, value: float, goal: float) -> bool:
-        return value >= goal - 1e-9 if self.target.kind == 'sparsity' else value <= goal + 1e-9
-
-    def _search(self, session, scores, current, goal, fraction) -> Dict[int, int]:
-        sizes = {gi: session.group_size[gi] for gi in scores}
-        kept = {gi: int(current[gi].sum()) for gi in scores}
-        if self.scope == 'local' and self.ratios:
-            return self._counts_for_ratio(sizes, kept, self._layerwise_ratio(session, goal, fraction))
-        if self.scope == 'local':
-            fn = lambda x: self._counts_for_ratio(sizes, kept, lambda gi: x)  # noqa: E731
-            lo_x, hi_x = 0.0, 1.0
-        else:
-            masked = {gi: np.where(current[gi], scores[gi], -np.inf) for gi in scores}
-            cands = np.unique(np.concatenate([scores[gi][current[gi]] for gi in scores]))
-            fn = lambda i: self._counts_for_threshold(masked, sizes, kept, cands[int(i)])  # noqa: E731
-            lo_x, hi_x = 0, len(cands) - 1
-        if self.scope == 'local' and self.target.kind == 'sparsity':
-            return fn(goal)
-        best = fn(hi_x)
-        if not self._met(self._measure(session, best), goal):
-            got = self._measure(session, best)
-            raise OverPruneError(f'target {self.target.kind} {goal:.4g} cannot be reached: at most '
-                                 f'{"removed" if self.target.kind == "sparsity" else "down to"} {got:.4g} with '
-                                 f'max_ratio {self.max_ratio} over {len(scores)} prunable groups (never emptying a '
-                                 f'group); raise max_ratio or select more layers')
-        if self.scope == 'local':
-            for _ in range(40):  # smallest ratio that meets the goal
-                mid = (lo_x + hi_x) / 2
-                if self._met(self._measure(session, fn(mid)), goal):
-                    hi_x = mid
-                else:
-                    lo_x = mid
-            return fn(hi_x)
-        lo_i, hi_i = 0, len(cands) - 1  # global: smallest threshold index that meets the goal
-        if self._met(self._measure(session, fn(lo_i)), goal):
-            return fn(lo_i)
-        while hi_i - lo_i > 1:
-            mid = (lo_i + hi_i) // 2
-            if self._met(self._measure(session, fn(mid)), goal):
-                hi_i = mid
-            else:
-                lo_i = mid
-        return fn(hi_i)
-
-    def _layerwise_ratio(self, session, goal: float, fraction: float):
+    def _layerwise_counts(self, session, p: allocation_mod.Problem, fraction: float) -> Dict[int, int]:
         """Groups whose producing layers match a pattern take its ratio (times the schedule's fraction); the
         others take the sparsity target (or nothing, when the target is MACs or parameters)."""
-        def ratio_of(gi):
+        goal = self.current_target(fraction)
+        out = {}
+        for gi in p.groups:
             g = session.groups_by_index[gi]
             names = [m.layer.path for m in g.producers] + [m.layer.block.name for m in g.producers]
-            for pattern, r in self.ratios.items():
-                if _match(pattern, names):
-                    return r * fraction
-            return goal if self.target.kind == 'sparsity' else 0.0
-        return ratio_of
+            r = next((r * fraction for pattern, r in self.ratios.items() if match(pattern, names)),
+                     goal if self.target.kind == 'sparsity' else 0.0)
+            out[gi] = allocation_mod.Uniform().counts(dataclasses.replace(p, current={gi: p.current[gi]}), r)[gi]
+        return out
 
     # --- unstructured
     def decide_weights(self, session, fraction: float) -> Dict[str, np.ndarray]:
@@ -406,7 +404,7 @@ class PruningModifier:
 
     def _ratio_for(self, path: str, goal: float) -> float:
         for pattern, r in self.ratios.items():
-            if _match(pattern, [path]):
+            if match(pattern, [path]):
                 return r
         return min(goal, self.max_ratio)
 
@@ -507,6 +505,3 @@ class Regularizer:
     def __repr__(self) -> str:
         return f'Regularizer({self.kind}, strength={self.strength})'
 
-
-def build_all(configs: Sequence) -> list:
-    return [c.build() for c in configs]

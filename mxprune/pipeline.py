@@ -347,6 +347,17 @@ def prune_phase(s: Setup, net):
             t = train_mod.make_trainer(net, rec.finetune, s.ctx, s.workers)
             session.bind_trainer(t)
             return t
+
+        def evaluate_step(sess) -> None:
+            """Top-1 of the masked net right after a pruning step before the last (the last is 'at_pruning')."""
+            if sess.step >= last:
+                return
+            ev = train_mod.evaluate(net, s.test_loader, s.ctx, reduce=_reduce(s))
+            row = {'step': sess.step, 'epoch': round(sess.epoch, 3), 'top1': ev['top1'],
+                   'macs_ratio': sess.history[-1]['shrunk_macs'] / sess.dense_count.macs}
+            state.set('prune_steps', [r for r in state.get('prune_steps', []) if r['step'] < sess.step] + [row])
+            s.run.log({'event': 'prune_step', **row})
+        session.after_prune.append(evaluate_step)
         if split > 0:
             _fit(s, net, rec.finetune, 'prune', hooks=[session, *_worker_hooks(s, net, session)],
                  trainer_factory=trainer,
@@ -364,7 +375,8 @@ def prune_phase(s: Setup, net):
         session.catch_up()
         at = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc='eval at pruning',
                                 reduce=_reduce(s))
-        state.set('at_pruning', {'epoch': split, 'top1': at['top1'], 'top5': at['top5'], 'loss': at['loss']})
+        state.set('at_pruning', {'epoch': split, 'top1': at['top1'], 'top5': at['top5'], 'loss': at['loss'],
+                                 'step': session.step})
         s.run.log({'event': 'pruned', 'epoch': split, 'test_top1': at['top1'], 'test_top5': at['top5']})
         layers = session.layer_report()
         summary = {**session.sparsity(), 'history': session.history,
@@ -442,6 +454,7 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
         report['pruned']['effective_macs'] = summary.get('macs')
         report['ratios']['effective_macs'] = summary.get('macs_ratio')
     report['at_pruning'] = state.get('at_pruning')  # masked net when the last mask update was done
+    report['prune_steps'] = state.get('prune_steps', [])  # masked net after each earlier update (gradual schedules)
     if summary and summary.get('latency'):
         report['latency_model'] = summary['latency']  # predicted vs measured: compare with report['speed']
     report['groups_cut'] = len(plan.groups)

@@ -7,10 +7,23 @@ A modifier turns the fraction into its current target (e.g. sparsity s_i + (s_f 
 """
 from typing import Optional
 
+import numpy as np
+
 from .errors import MxPruneError
 from .registry import Registry
 
 SCHEDULES: Registry['Schedule'] = Registry('schedule')
+CURVES = ('cubic', 'linear')
+
+
+def cubic(p: float) -> float:
+    """AGP's interpolation (Zhu & Gupta 2017) of progress p in [0, 1]: fast at first, gentle near the end."""
+    p = min(1.0, max(0.0, p))
+    return 1.0 - (1.0 - p) ** 3
+
+
+def linear(p: float) -> float:
+    return min(1.0, max(0.0, p))
 
 
 class Schedule:
@@ -108,8 +121,7 @@ class AGP(Schedule):
         if t is None:
             return 0.0
         t0, t1 = self._span(steps_per_epoch)
-        p = 1.0 if t1 == t0 else min(1.0, (t - t0) / (t1 - t0))
-        return 1.0 - (1.0 - p) ** 3
+        return cubic(1.0 if t1 == t0 else (t - t0) / (t1 - t0))
 
     def is_update(self, step, steps_per_epoch):
         t0, t1 = self._span(steps_per_epoch)
@@ -119,13 +131,39 @@ class AGP(Schedule):
         return self._span(steps_per_epoch)[1]
 
 
+@SCHEDULES.register('gradual')
+class Gradual(Schedule):
+    """`steps` pruning steps, evenly spaced after start_epoch, the last exactly at end_epoch: step k of K reaches
+    curve(k / K) of the target (cubic: AGP's curve; linear). The first step comes after (end - start) / K epochs of
+    training, so gradient criteria have batches to score on, and the net is never cut all at once."""
+
+    def __init__(self, start_epoch: float = 0.0, end_epoch: float = 1.0, steps: int = 8, curve: str = 'cubic'):
+        _check_epochs(start_epoch, end_epoch, 'gradual schedule')
+        if steps < 1:
+            raise MxPruneError(f'gradual schedule: steps {steps} must be >= 1')
+        if curve not in CURVES:
+            raise MxPruneError(f'gradual schedule: curve {curve!r}; choose one of {", ".join(CURVES)}')
+        self.start_epoch, self.end_epoch, self.steps, self.curve = start_epoch, end_epoch, steps, curve
+
+    def points(self, spe: int) -> list:
+        """The steps (optimizer steps done) of the K updates; distinct, the last at end_epoch."""
+        t0, t1 = int(round(self.start_epoch * spe)), int(round(self.end_epoch * spe))
+        pts = sorted({t0 + int(np.ceil(k * (t1 - t0) / self.steps - 1e-9)) for k in range(1, self.steps + 1)})
+        return pts or [t1]
+
+    def fraction(self, step, steps_per_epoch):
+        pts = self.points(steps_per_epoch)
+        done = sum(1 for p in pts if step >= p)
+        return {'cubic': cubic, 'linear': linear}[self.curve](done / len(pts))
+
+    def is_update(self, step, steps_per_epoch):
+        return step in self.points(steps_per_epoch)
+
+    def last_update(self, steps_per_epoch):
+        return self.points(steps_per_epoch)[-1]
+
+
 def get(spec, **kwargs) -> Schedule:
     return SCHEDULES.create(spec, **kwargs)
-
-
-def cubic(p: float) -> float:
-    """AGP's interpolation of progress p in [0, 1] (exposed for tests and plots)."""
-    p = min(1.0, max(0.0, p))
-    return 1.0 - (1.0 - p) ** 3
 
 

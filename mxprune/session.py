@@ -72,6 +72,8 @@ class Session:
         # Data-parallel workers (mxprune.distributed.Workers): when set, gradient scores are summed over the workers
         # before each decision and the masks are verified equal on every worker after it.
         self.sync = None
+        # called with the session after every pruning update (e.g. to evaluate the net between gradual steps)
+        self.after_prune: List = []
 
     # --- set-up helpers
     def _index_weight_members(self) -> Dict[str, list]:
@@ -159,6 +161,8 @@ class Session:
         if self.sync is not None:
             self.sync.check_masks(self)
         self.history.append({'step': self.step, **self.sparsity()})
+        for fn in self.after_prune:
+            fn(self)
 
     def prune_now(self, fraction: float = 1.0) -> None:
         """Applies every modifier at `fraction` of its target right now (one-shot pruning outside a loop)."""

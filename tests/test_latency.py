@@ -1,4 +1,5 @@
 """Latency-aware pruning: the table, the predictor, the greedy search (on a synthetic table), and a real target."""
+import dataclasses
 import re
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 import nets
 import mxprune as mp
-from mxprune import latency
+from mxprune import allocation, latency
 from mxprune.errors import OverPruneError
 from mxprune.graph import DependencyGraph, Selection
 
@@ -27,8 +28,9 @@ class FakeTable:
 
 
 def fake_model(net):
+    """A LatencyModel on the synthetic table, its 'measured' dense latency the prediction (nothing is timed)."""
     graph = DependencyGraph.trace(net, IN)
-    m = object.__new__(latency.LatencyModel)
+    m = object.__new__(allocation.LatencyModel)
     m.net, m.graph, m.input_shape, m.batch, m.step = net, graph, IN, 8, 2
     m.table = FakeTable()
     m.predictor = latency.Predictor(graph, m.table)
@@ -37,137 +39,92 @@ def fake_model(net):
     return m, graph
 
 
-def depthwise_problem():
-    """The depthwise net on the synthetic table: model, prunable groups, random scores, every channel kept."""
+def depthwise_problem(budget_fraction=0.6, step=2):
+    """The depthwise net on the synthetic table as an allocation problem: random scores, every channel alive."""
     m, graph = fake_model(nets.build('depthwise'))
     groups = graph.prunable_groups(Selection(skip_first=False))
     rng = np.random.RandomState(0)
     scores = {g.index: rng.uniform(size=g.size) for g in groups}
     current = {g.index: np.ones(g.size, bool) for g in groups}
-    return m, groups, scores, current
-
-
-def first(current, counts):
-    """Keep-masks of the first `n` channels per group: what the table's predictions depend on."""
-    return {gi: np.arange(len(current[gi])) < n for gi, n in counts.items()}
+    p = allocation.Problem(scores, current, m.predictor, budget_fraction * m.dense_ms, step=step)
+    return m, p
 
 
 def test_predictor_counts_widths_through_the_groups():
     m, graph = fake_model(nets.build('residual'))
     keep = {graph.group_of('b1.0.0').index: np.array([1, 1, 0, 0, 1, 1], bool)}
-    b1 = graph.layer('b1.0.0')
-    assert m.predictor.widths(b1, {**m.dense_keep, **keep}) == (8, 4)
-    assert m.predictor.widths(graph.layer('b1.1'), {**m.dense_keep, **keep}) == (4, 8)
+    index = {layer.path: i for i, layer in enumerate(m.predictor.index.layers)}
+    full = {**m.dense_keep, **keep}
+    for path, want in (('b1.0.0', (8, 4)), ('b1.1', (4, 8))):
+        i = index[path]
+        assert tuple(int(v[0]) for v in m.predictor.widths(i, m.predictor.index.shapes(i, full))) == want
     assert m.predict(keep) < m.dense_ms
 
 
-def test_greedy_meets_the_target_and_never_picks_a_slow_width():
-    m, groups, scores, current = depthwise_problem()
-    target = 0.6 * m.dense_ms
-    counts = latency.greedy(m, groups, scores, current, target, lambda gi, n: 1)
-    assert m.predict(first(current, counts)) <= target
-    assert all(n % 4 == 0 or n == len(current[gi]) for gi, n in counts.items()), counts
+def test_the_knapsack_meets_a_latency_budget_and_never_keeps_a_slow_width():
+    m, p = depthwise_problem()
+    counts = allocation.Knapsack().allocate(p)
+    assert p.total(counts) <= p.budget
+    # widths that are not multiples of 4 cost ten times more here: dominated, never chosen
+    assert all(n % 4 == 0 or n == p.alive(gi) for gi, n in counts.items()), counts
     with pytest.raises(OverPruneError, match='cannot be reached'):
-        latency.greedy(m, groups, scores, current, 1e-6, lambda gi, n: n)
+        allocation.Knapsack().allocate(dataclasses.replace(p, budget=1e-6))
 
 
-def test_the_greedy_spends_importance_where_it_is_cheap():
-    m, graph = fake_model(nets.build('residual'))
-    groups = [graph.group_of('b1.0.0'), graph.group_of('b2.0.0')]
-    scores = {groups[0].index: np.full(6, 10.0), groups[1].index: np.full(6, 0.01)}  # b2's channels are cheap to lose
-    current = {g.index: np.ones(6, bool) for g in groups}
-    counts = latency.greedy(m, groups, scores, current, m.dense_ms - 1e-3, lambda gi, n: 1)
-    assert counts[groups[1].index] < 6 and counts[groups[0].index] == 6
-
-
-def test_the_greedy_weighs_a_channel_by_the_macs_it_carries():
-    # equal scores; on a table where a layer's time is cin * cout (no slow widths, kernel and map size ignored),
-    # `down` (stride 2) saves far more time per MAC than b1's 3x3 convs at full resolution: cut it first.
-    # Counting channels (or coupled layers) instead would cut b1 first (it saves more time per channel).
-    m, graph = fake_model(nets.build('residual'))
-    m.predictor.table.get = lambda sig, cin, cout: cin * cout / 100.0
-    m.dense_ms = m.predict({})
-    b1, down = graph.group_of('b1.0.0'), graph.group_of('down.0')
-    scores = {g.index: np.ones(g.size) for g in (b1, down)}
-    current = {g.index: np.ones(g.size, bool) for g in (b1, down)}
-    counts = latency.greedy(m, [b1, down], scores, current, m.dense_ms - 1e-3, lambda gi, n: 1)
-    assert counts == {b1.index: 6, down.index: 14}
-
-
-@pytest.mark.parametrize('name', ['residual', 'depthwise', 'concat', 'flatten'])
-def test_predicted_macs_are_the_flops_count(name):
-    m, graph = fake_model(nets.build(name))
-    rng = np.random.RandomState(1)
-    for _ in range(3):
-        keep = {g.index: rng.uniform(size=g.size) < 0.6 for g in graph.prunable_groups(Selection(skip_first=False))}
+def test_the_predictor_never_predicts_a_non_positive_time():
+    # two wide nets whose times fit a line with a negative intercept: a narrow net would be predicted below zero
+    m, p = depthwise_problem()
+    narrow = p.keep(p.narrowest())
+    half = p.keep({gi: max(2, p.alive(gi) // 2) for gi in p.groups})
+    raw_dense, raw_half = m.predictor.raw(m.dense_keep), m.predictor.raw(half)
+    c = 0.5 * raw_dense
+    m.predictor.calibrate([(m.dense_keep, 2.0 * raw_dense - c), (half, 2.0 * raw_half - c)])
+    assert np.polyfit([raw_dense, raw_half], [2.0 * raw_dense - c, 2.0 * raw_half - c], 1)[1] < 0
+    assert m.predictor.a > 0 and m.predictor.b >= 0
+    assert m.predictor.total(narrow) > 0
+    for _ in range(20):
+        rng = np.random.RandomState(_)
+        keep = {gi: rng.uniform(size=len(k)) < 0.3 for gi, k in p.current.items()}
         for k in keep.values():
             k[0] = True
-        assert m.predictor.macs(keep) == mp.flops.structured(graph, keep).macs
+        assert m.predictor.total(keep) > 0
 
 
-def test_every_width_the_greedy_tries_keeps_the_highest_scored_channels():
-    m, graph = fake_model(nets.build('depthwise'))
-    group = graph.group_of('expand.0')
-    scores = {group.index: np.arange(group.size, dtype=float)}
-    current = {group.index: np.ones(group.size, bool)}
-    tried = []
-    predict = m.predict
-    m.predict = lambda keep: tried.append(keep[group.index].copy()) or predict(keep)
-    counts = latency.greedy(m, [group], scores, current, 0.0, lambda gi, n: 1, narrowest=True)
-    assert counts[group.index] <= 8  # narrowed at least twice (16 -> 12 -> 8), so later trials start from a cut
-    for k in tried:
-        assert np.flatnonzero(k).tolist() == list(range(group.size - int(k.sum()), group.size)), k
-
-
-def test_search_corrects_the_target_by_measuring_the_chosen_net():
-    m, groups, scores, current = depthwise_problem()
+def test_search_corrects_the_budget_by_measuring_the_chosen_net():
+    m, p = depthwise_problem()
     target = 0.9 * m.dense_ms
     nets_timed = []
 
     def measure(keep):  # the real net runs 15 % slower than the table predicts
         nets_timed.append(keep)
         return 1.15 * m.predict(keep)
-    counts, rep = latency.search(m, groups, scores, current, target, lambda gi, n: 1, measure=measure)
+    knap = allocation.Knapsack()
+    counts, rep = allocation.search(knap, p, m, target, measure=measure)
     assert len(rep['rounds']) >= 2 and len(nets_timed) == len(rep['rounds'])
     r0 = rep['rounds'][0]
     assert r0['predicted_ms'] <= target < r0['measured_ms']  # the table alone would have missed the target
     assert rep['met'] and rep['measured_ms'] <= target and rep['rounds'][1]['goal_ms'] < target
-    assert rep['measured_ms'] == rep['rounds'][1]['measured_ms']
-    assert 1.15 * m.predict(first(current, counts)) == pytest.approx(rep['measured_ms'])
+    assert 1.15 * m.predict(p.keep(counts)) == pytest.approx(rep['measured_ms'])
     # a table that is too pessimistic: the first net is faster than needed, the next one keeps more
-    counts, rep = latency.search(m, groups, scores, current, 0.7 * m.dense_ms, lambda gi, n: 1,
-                                 measure=lambda keep: 0.8 * m.predict(keep))
+    counts, rep = allocation.search(knap, p, m, 0.7 * m.dense_ms, measure=lambda keep: 0.8 * m.predict(keep))
     assert rep['met'] and rep['measured_ms'] > rep['rounds'][0]['measured_ms']
 
 
-def test_refill_widens_back_into_the_budget_and_never_past_it():
-    m, groups, scores, current = depthwise_problem()
-    narrow = latency.greedy(m, groups, scores, current, 0.4 * m.dense_ms, lambda gi, n: 1)
-    predict = lambda counts: m.predict(first(current, counts))  # noqa: E731
-    budget = 0.75 * m.dense_ms
-    wide = latency.refill(m, groups, scores, current, narrow, budget)
-    assert predict(narrow) < predict(wide) <= budget
-    assert all(wide[gi] >= narrow[gi] for gi in narrow) and wide != narrow
-    assert latency.refill(m, groups, scores, current, narrow, predict(narrow)) == narrow
-
-
 def test_search_times_the_narrowest_net_before_refusing_a_target():
-    m, groups, _, current = depthwise_problem()
-    scores = {g.index: np.arange(g.size, dtype=float) for g in groups}
-    narrowest = latency.greedy(m, groups, scores, current, 0.0, lambda gi, n: 1, narrowest=True)
-    floor = m.predict(first(current, narrowest))
+    m, p = depthwise_problem()
+    floor = p.total(p.cheapest())
+    assert floor < p.total(p.narrowest())  # 2 channels are a slow width here: 4 are faster
     target = 0.9 * floor  # the table says the limits cannot reach it; the real net is faster than the table
-    counts, rep = latency.search(m, groups, scores, current, target, lambda gi, n: 1,
-                                 measure=lambda keep: 0.8 * m.predict(keep))
+    counts, rep = allocation.search(allocation.Knapsack(), p, m, target, measure=lambda keep: 0.8 * m.predict(keep))
     assert rep['met'] and rep['rounds'][0]['predicted_ms'] == pytest.approx(floor)
-    with pytest.raises(OverPruneError, match='narrowest widths the limits allow measured'):
-        latency.search(m, groups, scores, current, target, lambda gi, n: 1, measure=m.predict)
+    with pytest.raises(OverPruneError, match='fastest widths the limits allow measured'):
+        allocation.search(allocation.Knapsack(), p, m, target, measure=m.predict)
 
 
 def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))  # a fresh table, measured here and cached
     net = nets.build('residual')
-    mod = mp.PruningModifier('l2', scope='global', target={'speedup': 1.2, 'batch': 64}, round_to=2)
+    mod = mp.PruningModifier('l2', target={'speedup': 1.2, 'batch': 64}, round_to=2)
     s = mp.Session(net, IN, 1, [mod])
     try:
         s.prune_now()
@@ -186,8 +143,8 @@ def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
     assert s.sparsity()['macs_ratio'] < 1.0
     small, plan = s.finalize()
     assert plan.groups
-    with pytest.raises(mp.MxPruneError, match='use scope global'):
-        mp.PruningModifier('l2', scope='local', target={'speedup': 1.2})
+    with pytest.raises(mp.MxPruneError, match='give no layer-wise ratios'):
+        mp.PruningModifier('l2', ratios={'b1.*': 0.5}, target={'speedup': 1.2})
     with pytest.raises(mp.RecipeError, match='expected exactly one of sparsity, macs, params, latency, speedup'):
         mp.PruningModifier('l2', target={'speedup': 1.2, 'macs': 0.5})
 
@@ -201,7 +158,7 @@ def test_the_convs_feeding_a_residual_add_are_timed_with_it():
     assert paths == {'residual': ['b1.1', 'b2.1'], 'depthwise': ['project.0'], 'concat': []}
     graph = DependencyGraph.trace(nets.build('residual'), IN)
     p = latency.Predictor(graph, FakeTable())
-    sigs = {layer.path: sig for layer, sig in p.layers}
+    sigs = {layer.path: p.signatures[id(layer)] for layer in graph.weighted_layers()}
     assert sigs['b1.1'][-1] == 'sum' and sigs['b1.0.0'][-1] is False and sigs['down.0'][-1] is False
 
 

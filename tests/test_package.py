@@ -25,8 +25,8 @@ def test_one_version_source():
 LAYERS = [
     {'version', 'errors', 'registry', 'config', 'io'},
     {'graph', 'layers', 'masks'},
-    {'criteria', 'schedules'},
-    {'modifiers', 'shrink', 'flops', 'latency', 'benchmark'},
+    {'criteria', 'schedules', 'flops', 'latency'},
+    {'allocation', 'modifiers', 'shrink', 'benchmark'},
     {'session', 'recipe', 'export', 'cli'},
     {'zoo', 'data', 'train'},
     {'pipeline', 'sensitivity', 'distributed', 'detection', 'robustness', 'plots'},

@@ -7,12 +7,15 @@ groups can be ranked together (global scope). Higher score = more important = ke
 
     l1, l2   magnitude (Li et al. 2017 filter pruning; Torch-Pruning GroupMagnitudeImportance)
     grad     accumulated |g|
-    taylor   accumulated |w * g| over batches (first-order Taylor; Molchanov et al. 2019)
+    taylor   accumulated |w * g| over batches, per weight
+    group_taylor  the loss change of removing a whole group channel, first order: per batch |sum over the group's
+             BatchNorm gates of gamma g_gamma + beta g_beta| (Molchanov et al. 2019; HALP), averaged over batches;
+             in loss units, so groups compare without normalisation
     bn_gamma |gamma| of the group's BatchNorms (Network Slimming, Liu et al. 2017)
     fpgm     distance of each filter to the others (geometric median; He et al. 2019)
     random   uniform, seeded
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -24,6 +27,7 @@ from ..registry import Registry
 CRITERIA: Registry['Criterion'] = Registry('criterion')
 REDUCTIONS = ('mean', 'sum', 'max', 'prod', 'first')
 NORMALIZERS = (None, 'mean', 'max', 'sum', 'standardization')
+AUTO = 'auto'  # a config's normalizer: the criterion's own default
 MEMBERS = ('all', 'out', 'in')
 
 
@@ -43,6 +47,9 @@ class Criterion:
         self.reduction, self.normalizer, self.members = reduction, normalizer, members
         self.acc: Dict[str, mx.nd.NDArray] = {}
         self.batches = 0
+
+    def bind(self, groups: Sequence[Group]) -> None:
+        """Called once with the groups the criterion will score (before any accumulation)."""
 
     # --- gradient accumulation (grad, taylor)
     def accumulate(self, layers: List[Layer]) -> None:
@@ -164,6 +171,66 @@ class Taylor(_Accumulating):
         return mx.nd.abs(w * g)
 
 
+@CRITERIA.register('group_taylor')
+class GroupTaylor(Criterion):
+    """First-order estimate of the loss change when one channel of a coupled group is removed everywhere.
+
+    Zeroing a BatchNorm's output channel c changes the loss by about -(gamma_c dL/dgamma_c + beta_c dL/dbeta_c)
+    (Molchanov et al. 2019, "Importance Estimation for Neural Network Pruning", the gate form HALP also uses). A
+    group's channel is removed from every layer it couples, so per batch the terms of all the group's BatchNorms are
+    summed before the absolute value; a group without BatchNorm uses its producers' sum of w dL/dw over the channel's
+    filter and bias instead. Scores are the mean over the batches since the last update. They are in units of loss,
+    comparable from one group to the next as they are: the default normalizer is None.
+    """
+    needs_grad = True
+    structured_only = True
+
+    def __init__(self, reduction: str = 'sum', normalizer: Optional[str] = None, members: str = 'all'):
+        super().__init__(reduction, normalizer, members)
+        self.plans: List[tuple] = []
+
+    def bind(self, groups):
+        self.plans = []
+        for g in groups:
+            gates = [(m.layer, m.channels, m.positions[:, 0]) for m in g.members
+                     if m.attr == 'gamma' and 'beta' in m.layer.params and m.layer.params['gamma'].grad_req != 'null']
+            filters = [(m, 'bias' in m.layer.params and m.layer.params['bias'].grad_req != 'null')
+                       for m in g.producers if m.layer.params['weight'].grad_req != 'null']
+            self.plans.append((g, gates, [] if gates else filters))
+
+    @staticmethod
+    def _summed(p, fn) -> np.ndarray:
+        """fn(data, grad) summed over the devices (each holds the gradient of its part of the batch)."""
+        ctxs = p.list_ctx()
+        return sum(fn(p.data(c), p.grad(c)).asnumpy() for c in ctxs)
+
+    def accumulate(self, layers):
+        cache: Dict[int, np.ndarray] = {}
+        for g, gates, filters in self.plans:
+            t = np.zeros(g.size)
+            for layer, chans, pos in gates:
+                if id(layer) not in cache:
+                    cache[id(layer)] = self._summed(layer.params['gamma'], lambda w, d: w * d) + \
+                        self._summed(layer.params['beta'], lambda w, d: w * d)
+                np.add.at(t, chans, cache[id(layer)][pos])
+            for m, bias in filters:
+                w = self._summed(m.layer.params['weight'], lambda w, d: w * d)
+                moved = np.moveaxis(w, m.axis, 0)
+                per = moved.reshape(moved.shape[0], -1).sum(axis=1)
+                if bias:
+                    per = per + self._summed(m.layer.params['bias'], lambda w, d: w * d)
+                np.add.at(t, m.channels, per[m.positions].sum(axis=1))
+            term = mx.nd.array(np.abs(t), dtype='float64')
+            self.acc[g.name] = term if g.name not in self.acc else self.acc[g.name] + term
+        self.batches += 1
+
+    def group_scores(self, group, params):
+        if group.name not in self.acc:
+            raise MxPruneError(f'criterion group_taylor has no gradients for group {group.name}: run training batches '
+                               f'(or Session.accumulate) before pruning')
+        return normalize(self.acc[group.name].asnumpy() / max(1, self.batches), self.normalizer)
+
+
 @CRITERIA.register('bn_gamma')
 class BNGamma(Criterion):
     """|gamma| of the BatchNorms in the group; groups without BatchNorm get no score (left unpruned)."""
@@ -210,5 +277,7 @@ class Random(Criterion):
 
 
 def get(spec, **kwargs) -> Criterion:
-    """A criterion from a name (with options) or an object."""
+    """A criterion from a name (with options) or an object; normalizer 'auto' is the criterion's own default."""
+    if kwargs.get('normalizer') == AUTO:
+        del kwargs['normalizer']
     return CRITERIA.create(spec, **kwargs)

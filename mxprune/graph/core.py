@@ -157,10 +157,11 @@ class Selection:
         if self.skip_last and any(layer is f for f in last):
             return False
         names = (layer.path, layer.block.name)
-        return any(_match(p, names) for p in self.include) and not any(_match(p, names) for p in self.exclude)
+        return any(match(p, names) for p in self.include) and not any(match(p, names) for p in self.exclude)
 
 
-def _match(pattern: str, names: Sequence[str]) -> bool:
+def match(pattern: str, names: Sequence[str]) -> bool:
+    """Whether a glob (or 're:<regex>') matches any of `names`."""
     if pattern.startswith('re:'):
         rx = re.compile(pattern[3:])
         return any(rx.search(n) for n in names)
