@@ -13,6 +13,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import masks as masks_mod
+from .errors import MxPruneError
 from .graph import DependencyGraph, Group
 
 
@@ -72,8 +73,8 @@ def structured(graph: DependencyGraph, keep: Dict[int, np.ndarray]) -> Count:
             sizes = list(layer.param_shapes[attr])
             for axis in range(len(sizes)):
                 m = axis_keep.get((id(layer), attr, axis))
-                if m is not None:
-                    sizes[axis] = int(m.sum())
+                if m is not None:  # a grouped conv's input mask covers the axis `groups` times (see _axis_masks)
+                    sizes[axis] = int(m.sum()) * sizes[axis] // len(m)
             n = int(np.prod(sizes))
             if attr == 'weight' and layer.weighted:
                 per[layer.path] = n * layer.spatial()
@@ -93,7 +94,11 @@ def _as_bool(k: np.ndarray, size: int) -> np.ndarray:
 
 
 def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tuple, np.ndarray]:
-    """(layer id, attr, axis) -> bool mask over the axis, for axes touched by a group in `kept`."""
+    """(layer id, attr, axis) -> bool mask over the axis, for axes touched by a group in `kept`.
+
+    A grouped convolution's input axis is the exception: its mask is over the layer's C_in input channels (its
+    member's positions, see graph.Member), `groups` times the axis; the kept counts per block are equal.
+    """
     out: Dict[tuple, np.ndarray] = {}
     for g in graph.groups:
         if g.index not in kept:
@@ -102,22 +107,29 @@ def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tup
         for m in g.members:
             key = (id(m.layer), m.attr, m.axis)
             if key not in out:
-                out[key] = np.ones(m.layer.param_shapes[m.attr][m.axis], bool)
+                out[key] = np.ones(m.layer.param_shapes[m.attr][m.axis] * m.groups, bool)
             out[key][m.positions[~k[m.channels]].ravel()] = False
     return out
 
 
-def keep_top(score: np.ndarray, current: np.ndarray, n_keep: int) -> np.ndarray:
-    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned)."""
-    s = np.where(current, score, -np.inf)
-    keep = np.zeros(len(score), bool)
-    keep[np.argsort(-s, kind='stable')[:n_keep]] = True
-    return keep & current
+def keep_top(score: np.ndarray, current: np.ndarray, n_keep: int, blocks: int = 1) -> np.ndarray:
+    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned).
+
+    blocks > 1 (Group.blocks): the channels are `blocks` equal contiguous runs and each run keeps n_keep // blocks,
+    its best; n_keep must be a multiple of blocks.
+    """
+    if blocks < 1 or n_keep % blocks or len(score) % blocks:
+        raise MxPruneError(f'keep_top: cannot keep {n_keep} of {len(score)} channels in {blocks} equal blocks; '
+                           f'n_keep must be a multiple of blocks and blocks must divide the channels')
+    per = n_keep // blocks
+    s = np.where(current, score, -np.inf).reshape(blocks, -1)
+    keep = np.zeros(s.shape, bool)
+    np.put_along_axis(keep, np.argsort(-s, axis=1, kind='stable')[:, :per], True, axis=1)
+    return keep.ravel() & current
 
 
 def group_keep_from_counts(group: Group, n_keep: int, order: Optional[np.ndarray] = None) -> np.ndarray:
-    """A bool keep-mask for a group keeping `n_keep` channels, the highest in `order` (default: the first)."""
-    m = np.zeros(group.size, bool)
-    idx = np.arange(n_keep) if order is None else np.argsort(-order, kind='stable')[:n_keep]
-    m[idx] = True
-    return m
+    """A bool keep-mask for a group keeping `n_keep` channels, the highest in `order` (default: the first), the
+    same number in each of the group's blocks (n_keep must be a multiple of group.blocks)."""
+    score = -np.arange(group.size, dtype=float) if order is None else np.asarray(order, float)
+    return keep_top(score, np.ones(group.size, bool), n_keep, group.blocks)

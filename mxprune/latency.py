@@ -61,6 +61,7 @@ def signature(layer: Layer, residual: bool = False) -> Optional[tuple]:
     if layer.kind == 'conv':
         sig = ('conv', a.get('kernel'), a.get('stride', '(1, 1)'), a.get('pad', '(0, 0)'), a.get('dilate', '(1, 1)'),
                tuple(int(v) for v in layer.in_shape[2:]), 'chan' in layer.spaces)
+        sig += (('groups', layer.groups),) if layer.groups > 1 else ()  # grouped: timed with its groups
         return sig + ('sum',) if residual and tuple(layer.in_shape[2:]) == tuple(layer.out_shape[2:]) else sig
     if layer.kind == 'dense':
         return ('dense', int(np.prod(layer.in_shape[1:])) // max(1, layer.in_shape[1]))
@@ -104,8 +105,9 @@ def _build(sig: tuple, cin: int, cout: int):
     net = nn.HybridSequential()
     if sig[0] == 'conv':
         _, kernel, stride, pad, dilate, side, depthwise = sig[:7]
+        groups = next((x[1] for x in sig[7:] if isinstance(x, (tuple, list)) and x[0] == 'groups'), 1)
         net.add(nn.Conv2D(cout, _tuple(kernel), _tuple(stride), _tuple(pad), _tuple(dilate),
-                          groups=cin if depthwise else 1, in_channels=cin, use_bias=False),
+                          groups=cin if depthwise else groups, in_channels=cin, use_bias=False),
                 nn.BatchNorm(in_channels=cout))
         if 'sum' not in sig[7:]:
             net.add(nn.Activation('relu'))
@@ -235,13 +237,13 @@ class Predictor:
             for m in g.members:
                 if m.attr == 'weight' and m.layer.weighted:
                     self._members.setdefault(m.layer.path, []).append((g.index, m.role, m.channels, m.axis,
-                                                                       m.positions))
+                                                                       m.positions, m.groups))
 
     def widths(self, layer: Layer, keep: Dict[int, np.ndarray]) -> Tuple[int, int]:
         """(in, out) channel counts of a layer when groups keep `keep` (group index -> bool mask)."""
         shape = layer.param_shapes['weight']
         dropped = {'in': 0, 'out': 0, 'chan': 0}
-        for gi, role, chans, _, _ in self._members.get(layer.path, []):
+        for gi, role, chans, _, _, _ in self._members.get(layer.path, []):
             k = keep.get(gi)
             if k is not None:
                 dropped[role] += int((~k[chans]).sum())
@@ -250,7 +252,7 @@ class Predictor:
             return c, c
         if layer.kind == 'dense':
             return layer.in_shape[1] - dropped['in'], shape[0] - dropped['out']
-        return shape[1] - dropped['in'], shape[0] - dropped['out']
+        return shape[1] * layer.groups - dropped['in'], shape[0] - dropped['out']  # grouped: C_in = groups x axis 1
 
     def macs(self, keep: Dict[int, np.ndarray]) -> int:
         """MACs of the net when groups keep `keep` (as `flops.structured` counts them, at a fraction of its cost: the
@@ -258,10 +260,10 @@ class Predictor:
         total = 0
         for layer in self.graph.weighted_layers():
             sizes = list(layer.param_shapes['weight'])
-            for gi, _, chans, axis, positions in self._members.get(layer.path, []):
+            for gi, _, chans, axis, positions, groups in self._members.get(layer.path, []):
                 k = keep.get(gi)
-                if k is not None:
-                    sizes[axis] -= int(positions[~k[chans]].size)
+                if k is not None:  # a grouped conv's input: `groups` dropped channels narrow axis 1 by one
+                    sizes[axis] -= int(positions[~k[chans]].size) // groups
             total += int(np.prod(sizes)) * layer.spatial()
         return total
 
@@ -342,9 +344,10 @@ class LatencyModel:
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
-                n = max(step, int(np.ceil(g.size / 2 / step)) * step)
+                gstep = _step(step, g)
+                n = max(gstep, int(np.ceil(g.size / 2 / gstep)) * gstep)
                 if n < g.size:
-                    half[g.index] = np.arange(g.size) < n
+                    half[g.index] = group_keep_from_counts(g, n)
         self.half_ms = self.measure(half)
         self.predictor.calibrate([(self.dense_keep, self.dense_ms), (half, self.half_ms)])
         self.calibration = {'dense_ms': self.dense_ms, 'dense_predicted_ms': self.predictor.predict(self.dense_keep),
@@ -361,6 +364,11 @@ class LatencyModel:
         return self.predictor.predict({**self.dense_keep, **keep})
 
 
+def _step(step: int, group: Group) -> int:
+    """The width step of a group: a multiple of its blocks (Group.blocks), so every width tried is valid."""
+    return step * group.blocks // int(np.gcd(step, group.blocks))
+
+
 def _importance(scores: np.ndarray, gone: np.ndarray, macs: float) -> float:
     """Importance of the channels `gone` (a bool mask over a group) that carry `macs` MACs over every layer the group
     couples: their mean score times those MACs (Torch-Pruning sums a group over its layers; MACs also weigh a
@@ -374,19 +382,20 @@ def refill(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
            current: Dict[int, np.ndarray], counts: Dict[int, int], budget_ms: float) -> Dict[int, int]:
     """Widens groups back, most importance regained per predicted millisecond first, while the predicted latency
     stays within `budget_ms`: the greedy's last step can overshoot the target by a whole width step."""
-    step = model.step
+    by_index = {g.index: g for g in groups}
     counts = dict(counts)
-    keep = {gi: keep_top(scores[gi], current[gi], n) for gi, n in counts.items()}
+    keep = {gi: keep_top(scores[gi], current[gi], n, by_index[gi].blocks) for gi, n in counts.items()}
     now = model.predict(keep)
     while True:
         best, macs_now = None, model.predictor.macs(keep)
         for gi, n in counts.items():
             cap = int(current[gi].sum())
+            step = _step(model.step, by_index[gi])
             w = (n // step + 1) * step
             while n < cap:
                 w = min(w, cap)
                 trial = dict(keep)
-                trial[gi] = keep_top(scores[gi], current[gi], w)
+                trial[gi] = keep_top(scores[gi], current[gi], w, by_index[gi].blocks)
                 t = model.predict(trial)
                 if t <= budget_ms:
                     regained = _importance(scores[gi], trial[gi] & ~keep[gi], model.predictor.macs(trial) - macs_now)
@@ -413,7 +422,7 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
     times the MACs they carry). A group's next width is the widest multiple of the step below its width
     that the table predicts to be faster, so widths that are slow on this machine are skipped over, never chosen.
     """
-    step = model.step
+    by_index = {g.index: g for g in groups}
     keep = {g.index: current[g.index].copy() for g in groups if g.index in scores}
 
     now = model.predict(keep)
@@ -422,10 +431,11 @@ def greedy(model: LatencyModel, groups: Sequence[Group], scores: Dict[int, np.nd
         for gi in keep:
             n = int(keep[gi].sum())
             lo = min_keep(gi, n)
+            step = _step(model.step, by_index[gi])
             w = (n - 1) // step * step
             while w >= max(lo, 1):
                 trial = dict(keep)
-                trial[gi] = keep_top(scores[gi], keep[gi], w)
+                trial[gi] = keep_top(scores[gi], keep[gi], w, by_index[gi].blocks)
                 t = model.predict(trial)
                 if t < now:
                     lost = _importance(scores[gi], keep[gi] & ~trial[gi], macs_now - model.predictor.macs(trial))

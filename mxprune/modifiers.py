@@ -255,7 +255,8 @@ class PruningModifier:
             counts = self._latency_counts(session, scores, current, fraction)
         else:
             counts = self._search(session, scores, current, goal, fraction)
-        return {gi: flops_mod.keep_top(scores[gi], current[gi], counts[gi]) for gi in scores}
+        return {gi: flops_mod.keep_top(scores[gi], current[gi], counts[gi], session.groups_by_index[gi].blocks)
+                for gi in scores}
 
     def _latency_counts(self, session, scores, current, fraction) -> Dict[int, int]:
         """Widths from the measured latency table (mxprune.latency), the dense latency measured on this machine."""
@@ -281,27 +282,31 @@ class PruningModifier:
         lo = max(1, int(np.ceil(size * (1.0 - self.max_ratio) - 1e-9)))
         return min(lo, kept_now), kept_now
 
-    def _round(self, n_keep: int, size: int, lo: int, hi: int) -> int:
-        """Clamps to the limits first, then rounds up to a multiple of round_to (never above what is kept now)."""
+    def _round(self, n_keep: int, size: int, lo: int, hi: int, blocks: int = 1) -> int:
+        """Clamps to the limits first, then rounds up to a multiple of round_to (never above what is kept now).
+
+        A group in `blocks` equal runs (Group.blocks: grouped convolutions) rounds to lcm(round_to, blocks), or to
+        blocks when the group is narrower than that; `hi` (kept now) is a multiple of blocks already."""
         n_keep = max(lo, n_keep)
-        r = self.round_to
-        if r > 1 and size >= r:
+        r = self.round_to * blocks // int(np.gcd(self.round_to, blocks))
+        r = r if size >= r else blocks
+        if r > 1:
             n_keep = int(np.ceil(n_keep / r)) * r
         return int(min(hi, n_keep))
 
-    def _counts_for_ratio(self, sizes, kept, ratio_of) -> Dict[int, int]:
+    def _counts_for_ratio(self, sizes, kept, ratio_of, blocks) -> Dict[int, int]:
         out = {}
         for gi, size in sizes.items():
             lo, hi = self._limits(size, kept[gi])
-            out[gi] = self._round(size - int(np.floor(ratio_of(gi) * size + 1e-9)), size, lo, hi)
+            out[gi] = self._round(size - int(np.floor(ratio_of(gi) * size + 1e-9)), size, lo, hi, blocks[gi])
         return out
 
-    def _counts_for_threshold(self, masked, sizes, kept, tau) -> Dict[int, int]:
+    def _counts_for_threshold(self, masked, sizes, kept, tau, blocks) -> Dict[int, int]:
         """Keeps, per group, the live channels scoring at least tau (masked: pruned channels score -inf)."""
         out = {}
         for gi, s in masked.items():
             lo, hi = self._limits(sizes[gi], kept[gi])
-            out[gi] = self._round(int((s >= tau).sum()), sizes[gi], lo, hi)
+            out[gi] = self._round(int((s >= tau).sum()), sizes[gi], lo, hi, blocks[gi])
         return out
 
     def _measure(self, session, counts: Dict[int, int]) -> float:
@@ -321,15 +326,16 @@ class PruningModifier:
     def _search(self, session, scores, current, goal, fraction) -> Dict[int, int]:
         sizes = {gi: session.group_size[gi] for gi in scores}
         kept = {gi: int(current[gi].sum()) for gi in scores}
+        blocks = {gi: session.groups_by_index[gi].blocks for gi in scores}
         if self.scope == 'local' and self.ratios:
-            return self._counts_for_ratio(sizes, kept, self._layerwise_ratio(session, goal, fraction))
+            return self._counts_for_ratio(sizes, kept, self._layerwise_ratio(session, goal, fraction), blocks)
         if self.scope == 'local':
-            fn = lambda x: self._counts_for_ratio(sizes, kept, lambda gi: x)  # noqa: E731
+            fn = lambda x: self._counts_for_ratio(sizes, kept, lambda gi: x, blocks)  # noqa: E731
             lo_x, hi_x = 0.0, 1.0
         else:
             masked = {gi: np.where(current[gi], scores[gi], -np.inf) for gi in scores}
             cands = np.unique(np.concatenate([scores[gi][current[gi]] for gi in scores]))
-            fn = lambda i: self._counts_for_threshold(masked, sizes, kept, cands[int(i)])  # noqa: E731
+            fn = lambda i: self._counts_for_threshold(masked, sizes, kept, cands[int(i)], blocks)  # noqa: E731
             lo_x, hi_x = 0, len(cands) - 1
         if self.scope == 'local' and self.target.kind == 'sparsity':
             return fn(goal)
@@ -491,18 +497,12 @@ class Regularizer:
                 p = m.layer.params['weight']
                 if p.name not in datas:
                     datas[p.name] = p.data(p.list_ctx()[0]).asnumpy()
-                moved = np.moveaxis(datas[p.name], m.axis, 0)
-                per = (moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1)
-                np.add.at(sq, m.channels, per[m.positions].sum(axis=1))
+                np.add.at(sq, m.channels, (m.take(datas[p.name]) ** 2).sum(axis=2).sum(axis=1))
             inv = lam / np.sqrt(sq + 1e-12)
-            for m in members:
+            for m in members:  # Member.take/spread: a grouped conv's input channel is a slice of its block's rows
                 p = m.layer.params['weight']
-                scale = np.zeros(p.shape[m.axis], np.float32)
-                scale[m.positions] = inv[m.channels][:, None]
-                shape = [1] * len(p.shape)
-                shape[m.axis] = -1
                 ctx = p.list_ctx()[0]
-                p.grad(ctx)[:] += p.data(ctx) * mx.nd.array(scale.reshape(shape), ctx=ctx)
+                p.grad(ctx)[:] += p.data(ctx) * mx.nd.array(m.spread(inv[m.channels]), ctx=ctx)
 
     def __repr__(self) -> str:
         return f'Regularizer({self.kind}, strength={self.strength})'

@@ -148,8 +148,29 @@ class SharedPool(gluon.HybridBlock):
         return self.fc(F.concat(F.flatten(self.pool(a)), F.flatten(self.pool(b)), dim=1))
 
 
+class ResNeXt(gluon.HybridBlock):
+    """A ResNeXt bottleneck: 1x1 reduce, grouped 3x3 (4 groups; 16 -> 24 channels, so weight (24, 4, 3, 3)), 1x1
+    expand, identity shortcut, classifier. The grouped conv has a bias, so that its cut covers one."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem = conv_bn(8)
+            self.reduce = conv_bn(16, kernel=1)
+            self.grouped = nn.HybridSequential()
+            self.grouped.add(nn.Conv2D(24, 3, padding=1, groups=4), nn.BatchNorm(), nn.Activation('relu'))
+            self.expand = nn.HybridSequential()
+            self.expand.add(nn.Conv2D(8, 1, use_bias=False), nn.BatchNorm())
+            self.fc = nn.Dense(4)
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        x = F.relu(x + self.expand(self.grouped(self.reduce(x))))
+        return self.fc(F.mean(x, axis=(2, 3)))
+
+
 ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise,
-       'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown}
+       'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown, 'resnext': ResNeXt}
 SHAPE = (2, 3, 16, 16)
 
 
