@@ -23,9 +23,10 @@ def _session(net, **kw):
 
 
 def _random_keep(group, rng):
-    """A random keep-mask keeping the same (random) number of channels in each of the group's blocks."""
+    """A random keep-mask keeping the same (random) number of channels in each of the group's blocks; it cuts
+    some of each (run > 1 in every prunable group)."""
     run = group.size // group.blocks
-    per = rng.randint(1, run + 1)
+    per = rng.randint(1, run)
     keep = np.zeros((group.blocks, run), bool)
     for row in keep:
         row[rng.choice(run, per, replace=False)] = True
@@ -45,6 +46,20 @@ def test_grouped_conv_spaces_are_prunable_in_blocks_of_its_groups():
     assert member.groups == 4 and member.positions[:, 0].tolist() == list(range(16))
 
 
+def test_grouped_convs_that_meet_take_the_finer_blocks_or_freeze():
+    g = DependencyGraph.trace(nets.build('grouped_mix'), IN)
+    stem = g.group_of('stem.0')
+    assert (stem.blocks, stem.frozen) == (6, None)  # read by convs with 2 and 3 groups: lcm
+    for path in ('a.0', 'b.0'):  # concatenated into mixed.0, whose 2 groups would span both
+        assert g.group_of(path).frozen == ('grouped convolution mixed.0 (num_group=2) groups channels that come '
+                                           'from several layers or from part of one (equal counts per group cannot '
+                                           'be kept)')
+    for path in ('mixed.0', 'squeeze.0'):
+        assert 'one channel per block' in g.group_of(path).frozen
+    assert (g.group_of('up.0').blocks, g.group_of('up.0').frozen) == (6, None)
+    assert {grp.name for grp in g.prunable_groups(Selection(skip_first=False))} == {'stem.0:out', 'up.0:out'}
+
+
 def test_member_layout_of_a_grouped_input():
     """Input channel p of a conv with 4 groups (weight (24, 4, 3, 3)) is column p % 4 of rows 6*(p // 4) ...+6."""
     g = DependencyGraph.trace(nets.build('resnext'), IN)
@@ -60,10 +75,18 @@ def test_member_layout_of_a_grouped_input():
     assert spread.shape == (24, 4, 1, 1) and spread[13, 1, 0, 0] == 9 and spread[0, 3, 0, 0] == 3
     l1 = criteria.get('l1', normalizer=None).member_scores(member, w)
     assert l1[9] == pytest.approx(np.abs(w[12:18, 1]).sum(), rel=1e-6)
+    # the layout is MXNet's: zeroing those weights is zeroing input channel 9
+    x = np.random.RandomState(1).normal(size=(1, 16, 5, 5)).astype(np.float32)
+    conv = lambda data, weight: mx.nd.Convolution(mx.nd.array(data), mx.nd.array(weight), kernel=(3, 3),  # noqa: E731
+                                                  num_filter=24, num_group=4, no_bias=True).asnumpy()
+    x_cut = x.copy()
+    x_cut[:, 9] = 0
+    np.testing.assert_allclose(conv(x, w * mask), conv(x_cut, w), atol=1e-5)
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_random_block_masks_shrink_to_the_masked_net_count_and_export(seed, tmp_path):
+    _check_random_masks('grouped_mix', seed, tmp_path / 'mix')
     net = nets.build('resnext', seed=seed)
     s = _session(net, target=0.5)
     rng = np.random.RandomState(seed)
@@ -91,6 +114,24 @@ def test_random_block_masks_shrink_to_the_masked_net_count_and_export(seed, tmp_
     assert float(files['max_abs_diff']) <= 1e-5
     reloaded = mx.gluon.SymbolBlock.imports(files['symbol'], ['data'], files['params'])
     np.testing.assert_allclose(reloaded(x).asnumpy(), masked, atol=1e-4)
+
+
+def _check_random_masks(name, seed, folder):
+    net = nets.build(name, seed=seed)
+    s = _session(net, target=0.5)
+    rng = np.random.RandomState(seed)
+    for grp in s.modifiers[0].groups:
+        s.group_keep[grp.index] = _random_keep(grp, rng)
+    s.apply_masks()
+    x = nets.data(seed)
+    masked = net(x).asnumpy()
+    predicted = flops.structured(s.graph, dict(s.group_keep))
+    small, _ = s.finalize()
+    np.testing.assert_allclose(small(x).asnumpy(), masked, atol=1e-4)
+    after = flops.dense(DependencyGraph.trace(small, IN))
+    assert (after.macs, after.params) == (predicted.macs, predicted.params)
+    files = mp.export_symbol(small, str(folder), nets.SHAPE)
+    assert float(files['max_abs_diff']) <= 1e-5
 
 
 def test_a_fresh_model_loads_a_grouped_plan(tmp_path):

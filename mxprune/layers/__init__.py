@@ -81,7 +81,12 @@ class ConvHandler(LayerHandler):
 
     @staticmethod
     def _depthwise(block) -> bool:
+        """g == C_in == C_out; read from the weight (C_out, C_in/g, ...) once it has a shape, since a deferred
+        `_in_channels` is 0 and g == C_out alone does not make a conv depthwise (C_in = 8, C_out = g = 4)."""
         g = block._kwargs.get('num_group', 1)
+        shape = block._reg_params['weight'].shape
+        if shape and all(shape):
+            return g > 1 and shape[0] == g and shape[1] == 1
         return g > 1 and (block._channels == block._in_channels == g or
                           (g == block._channels and block._in_channels == 0))
 
