@@ -191,9 +191,35 @@ class GroupedMix(gluon.HybridBlock):
         return self.fc(F.mean(x, axis=(2, 3)))
 
 
+class Split(gluon.HybridBlock):
+    """The stem's channels split in halves (F.split, which divides whatever width it gets), one conv on each."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem = conv_bn(8)
+            self.left = conv_bn(6)
+            self.right = conv_bn(6)
+            self.fc = nn.Dense(4)
+
+    def halves(self, F, x):
+        return F.split(x, num_outputs=2, axis=1)
+
+    def hybrid_forward(self, F, x):
+        a, b = self.halves(F, self.stem(x))
+        return self.fc(F.concat(self.left(a), self.right(b), dim=1))
+
+
+class Slice(Split):
+    """As Split, with slice_axis at fixed offsets."""
+
+    def halves(self, F, x):
+        return F.slice_axis(x, axis=1, begin=0, end=4), F.slice_axis(x, axis=1, begin=4, end=8)
+
+
 ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise,
        'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown, 'resnext': ResNeXt,
-       'grouped_mix': GroupedMix}
+       'grouped_mix': GroupedMix, 'split': Split, 'slice': Slice}
 SHAPE = (2, 3, 16, 16)
 
 

@@ -163,7 +163,8 @@ class Group:
 
     `blocks` > 1: the channels fall into `blocks` equal contiguous runs ([j*size/blocks, (j+1)*size/blocks)) and a
     keep-mask must keep the same number in each run: a grouped convolution reads or writes them group by group, and
-    a convolution with G groups stays one only with the same width in each (G divides `blocks`).
+    a convolution with G groups stays one only with the same width in each (G divides `blocks`); a split into K
+    equal parts likewise needs K equal runs.
     """
     index: int
     name: str
@@ -184,7 +185,8 @@ class Group:
         if (counts == counts[0]).all():
             return None
         return (f'group {self.name!r} keeps {counts.min()} to {counts.max()} channels in its {self.blocks} blocks of '
-                f'{self.size // self.blocks}; a grouped convolution needs the same number kept in every block')
+                f'{self.size // self.blocks}; each block must keep the same number (grouped convolutions and splits '
+                f'cut in equal blocks)')
 
     @property
     def producers(self) -> List[Member]:

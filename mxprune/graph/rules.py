@@ -159,6 +159,8 @@ def split(t, n):
     if x is None or squeeze or x.repeat != 1:
         t.freeze(x, f'{n.op} {n.name} splits the channels in a way we do not cut')
         return [t.opaque(s, f'{n.op} {n.name}') for s in n.out_shapes]
+    # the op splits whatever width it gets into equal parts: each part must keep the same number of channels
+    t.constrain(x, parts, f'{n.op} {n.name} (num_outputs={parts})')
     size = x.size // parts
     return [t.sub(x, i * size, size) for i in range(parts)]
 
@@ -176,6 +178,8 @@ def slice_axis(t, n):
     if x is None or x.repeat != 1:
         t.freeze(x, f'{n.op} {n.name} slices channels we cannot follow')
         return [t.opaque(n.out_shapes[0], f'{n.op} {n.name}')]
+    if (begin, end) != (0, in_shape[1]):  # begin and end stay as written: a cut channel would shift the slice
+        t.freeze(x, f'{n.op} {n.name} takes channels [{begin}:{end}] at fixed offsets')
     return [t.sub(x, begin, end - begin)]
 
 
