@@ -288,6 +288,9 @@ class Session:
             g = by_name[name]
             keep = np.zeros(g.size, bool)
             keep[kept] = True
+            problem = g.keep_error(keep)
+            if problem:
+                raise MxPruneError(f'saved pruning state: {problem}')
             self.group_keep[g.index] = keep
         for layer in self.masked:
             m = masks_mod.mask_of(layer.block)

@@ -172,7 +172,8 @@ class ResNeXt(gluon.HybridBlock):
 class GroupedMix(gluon.HybridBlock):
     """Grouped convs that meet: two (2 and 3 groups) read one tensor (its blocks: lcm 6); their outputs are
     concatenated into a third (frozen: its groups would span both); a depthwise conv with multiplier 2 (one input
-    channel per group: frozen) and a grouped conv with one output channel per group (C_out == groups != C_in)."""
+    channel per group: frozen), a depthwise conv with a bias, and a grouped conv with one output channel per group
+    (C_out == groups != C_in)."""
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -182,12 +183,13 @@ class GroupedMix(gluon.HybridBlock):
             self.b = conv_bn(12, groups=3)
             self.mixed = conv_bn(6, kernel=1, groups=2)
             self.up = conv_bn(12, groups=6)
+            self.dw = nn.Conv2D(12, 3, padding=1, groups=12)
             self.squeeze = conv_bn(6, kernel=1, groups=6)
             self.fc = nn.Dense(4)
 
     def hybrid_forward(self, F, x):
         x = self.stem(x)
-        x = self.squeeze(self.up(self.mixed(F.concat(self.a(x), self.b(x), dim=1))))
+        x = self.squeeze(self.dw(self.up(self.mixed(F.concat(self.a(x), self.b(x), dim=1)))))
         return self.fc(F.mean(x, axis=(2, 3)))
 
 

@@ -382,6 +382,11 @@ class _Tracer:
         return Space(space.segs, 1)
 
     # --- layers
+    def path_of(self, n: _Node) -> str:
+        """The structural path of the block owning a node's parameters (the node's name if none does)."""
+        owner = self._owner(n)
+        return owner[1] if owner else n.name
+
     def _owner(self, n: _Node):
         owners = [self.owners.get(p) for p in n.params]
         if not owners or owners[0] is None or any(o is None or o[0] is not owners[0][0] for o in owners):
@@ -562,7 +567,7 @@ class DependencyGraph:
             name = f'{first.layer.path}:{first.role}'
             blocks, frozen = t.blocks.get(r, 1), t.frozen.get(r)
             if blocks > 1 and blocks == t.atom_size[r] and not frozen:
-                frozen = f'grouped convolutions leave one channel per block ({blocks} blocks): none can be cut'
+                frozen = f'one channel per block ({blocks} blocks of grouped convolutions or splits): none can be cut'
             groups.append(Group(len(groups), name, t.atom_size[r], members, frozen, blocks))
         outputs = [layer for layer in t.layers if layer.weighted and
                    any(t.find(s.atom) in {t.find(x.atom) for h in heads if t.spaces.get(h) for x in t.spaces[h].segs}

@@ -78,8 +78,7 @@ def output_layer(kind: str):
         if x is None:
             x = t.opaque(in_shape, f'input of {n.name} has no channel space')
         if groups > 1:  # grouped: both spaces cut in equal blocks, one per conv group
-            owner = t._owner(n)
-            why = f'grouped convolution {owner[1] if owner else n.name} (num_group={groups})'
+            why = f'grouped convolution {t.path_of(n)} (num_group={groups})'
             t.constrain(x, groups, why)
             t.constrain(out, groups, why)
         t.add_layer(n, {'in': x, 'out': out}, in_shape, out_shape)

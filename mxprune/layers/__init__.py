@@ -23,8 +23,11 @@ class LayerHandler:
 
     def cut(self, block: mx.gluon.Block, keep: Dict[str, np.ndarray]) -> None:
         """Keeps only `keep[role]` indices along each role's axes (roles absent are untouched)."""
+        # every role is read before any parameter changes shape (a depthwise conv is told by its weight's shape)
+        roles_of = {attr: self.param_roles(block, 'weight' if attr == 'weight_mask' else attr)
+                    for attr in block._reg_params}
         for attr, param in list(block._reg_params.items()):
-            roles = self.param_roles(block, 'weight' if attr == 'weight_mask' else attr)
+            roles = roles_of[attr]
             if not roles:
                 continue
             if param._data is None:
@@ -140,8 +143,9 @@ def _equal_blocks(block, role: str, kept, groups: int, size: int) -> None:
 
 
 class DeconvHandler(ConvHandler):
-    """Deconvolution: weight (C_in, C_out/g, k...)."""
+    """Deconvolution: weight (C_in, C_out/g, k...). Grouped ones are frozen (no axes)."""
     kind = 'deconv'
+    cut = LayerHandler.cut
 
     def axes(self, attrs, in_shape):
         if int(attrs.get('num_group', 1)) == 1:
