@@ -84,39 +84,9 @@ def test_member_layout_of_a_grouped_input():
     np.testing.assert_allclose(conv(x, w * mask), conv(x_cut, w), atol=1e-5)
 
 
-@pytest.mark.parametrize('seed', [0, 1, 2])
-def test_random_block_masks_shrink_to_the_masked_net_count_and_export(seed, tmp_path):
-    _check_random_masks('grouped_mix', seed, tmp_path / 'mix')
-    net = nets.build('resnext', seed=seed)
-    s = _session(net, target=0.5)
-    rng = np.random.RandomState(seed)
-    for grp in s.modifiers[0].groups:
-        s.group_keep[grp.index] = _random_keep(grp, rng)
-    s.apply_masks()
-    x = nets.data(seed)
-    masked = net(x).asnumpy()
-    keep = dict(s.group_keep)
-    predicted = flops.structured(s.graph, keep)
-    small, plan = s.finalize()
-    np.testing.assert_allclose(small(x).asnumpy(), masked, atol=1e-4)
-    grouped = s.graph.layer('grouped.0').block
-    kept_in, kept_out = (int(s.group_keep[s.graph.group_of('grouped.0', r).index].sum()) for r in ('in', 'out'))
-    assert grouped.weight.shape == (kept_out, kept_in // 4, 3, 3) and grouped.bias.shape == (kept_out,)
-    assert grouped._kwargs['num_group'] == 4 and grouped._kwargs['num_filter'] == kept_out
-    after = flops.dense(DependencyGraph.trace(small, IN))
-    assert (after.macs, after.params) == (predicted.macs, predicted.params)
-    assert after.per_layer == predicted.per_layer
-    hybrid = small(x).asnumpy()
-    small.hybridize(active=False)
-    np.testing.assert_allclose(small(x).asnumpy(), hybrid, atol=1e-5)
-    small.hybridize()
-    files = mp.export_symbol(small, str(tmp_path / 'rx'), nets.SHAPE)
-    assert float(files['max_abs_diff']) <= 1e-5
-    reloaded = mx.gluon.SymbolBlock.imports(files['symbol'], ['data'], files['params'])
-    np.testing.assert_allclose(reloaded(x).asnumpy(), masked, atol=1e-4)
-
-
-def _check_random_masks(name, seed, folder):
+def _check_random_masks(name, seed, folder=None):
+    """Random keep-masks with equal counts per block on every prunable group: the shrunk net computes what the masked
+    net did, its MACs and parameters re-traced are the ones flops.structured predicted, and it exports."""
     net = nets.build(name, seed=seed)
     s = _session(net, target=0.5)
     rng = np.random.RandomState(seed)
@@ -129,10 +99,26 @@ def _check_random_masks(name, seed, folder):
     small, _ = s.finalize()
     np.testing.assert_allclose(small(x).asnumpy(), masked, atol=1e-4)
     after = flops.dense(DependencyGraph.trace(small, IN))
-    assert (after.macs, after.params) == (predicted.macs, predicted.params)
+    assert (after.macs, after.params, after.per_layer) == (predicted.macs, predicted.params, predicted.per_layer)
     if folder is not None:
         files = mp.export_symbol(small, str(folder), nets.SHAPE)
         assert float(files['max_abs_diff']) <= 1e-5
+        reloaded = mx.gluon.SymbolBlock.imports(files['symbol'], ['data'], files['params'])
+        np.testing.assert_allclose(reloaded(x).asnumpy(), masked, atol=1e-4)
+    return s, small, x
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_random_block_masks_shrink_to_the_masked_net_count_and_export(seed, tmp_path):
+    _check_random_masks('grouped_mix', seed, tmp_path / 'mix')
+    s, small, x = _check_random_masks('resnext', seed, tmp_path / 'rx')
+    grouped = s.graph.layer('grouped.0').block
+    kept_in, kept_out = (int(s.group_keep[s.graph.group_of('grouped.0', r).index].sum()) for r in ('in', 'out'))
+    assert grouped.weight.shape == (kept_out, kept_in // 4, 3, 3) and grouped.bias.shape == (kept_out,)
+    assert grouped._kwargs['num_group'] == 4 and grouped._kwargs['num_filter'] == kept_out
+    hybrid = small(x).asnumpy()
+    small.hybridize(active=False)
+    np.testing.assert_allclose(small(x).asnumpy(), hybrid, atol=1e-5)
 
 
 def test_a_fresh_model_loads_a_grouped_plan(tmp_path):
