@@ -31,7 +31,7 @@ import numpy as np
 
 from . import latency as latency_mod
 from .errors import MxPruneError, OverPruneError
-from .flops import MacsCost, ParamsCost, Shapes, top_counts
+from .flops import MacsCost, ParamsCost, Shapes, group_keep_from_counts, top_counts
 from .graph import DependencyGraph
 from .registry import Registry
 
@@ -114,7 +114,8 @@ class Problem:
         """Candidate kept counts of group gi, ascending."""
         if gi not in self._widths:
             size, alive, b = len(self.current[gi]), self.alive(gi), self.blocks.get(gi, 1)
-            unit = b * self.step // math.gcd(b, self.step) if size >= self.step else b
+            unit = b * self.step // math.gcd(b, self.step)
+            unit = unit if size >= unit else b
             lo = min(max(1, self.lo.get(gi, 1)), alive)
             first = -(-lo // unit) * unit
             self._widths[gi] = np.array(sorted(set(range(first, alive, unit)) | {alive}), np.int64)
@@ -122,7 +123,7 @@ class Problem:
 
     def masks(self, gi: int, widths: Sequence[int]) -> np.ndarray:
         """Keep-masks (one row per width) of the best-scored live channels."""
-        return top_counts(self.scores[gi], self.current[gi], widths)
+        return top_counts(self.scores[gi], self.current[gi], widths, self.blocks.get(gi, 1))
 
     def keep(self, counts: Dict[int, int]) -> Dict[int, np.ndarray]:
         return {**self.fixed, **{gi: self.masks(gi, [n])[0] for gi, n in counts.items()}}
@@ -444,9 +445,10 @@ class LatencyModel:
         half = dict(self.dense_keep)
         for g in graph.groups:
             if not g.frozen and g.producers:
-                n = max(step, int(np.ceil(g.size / 2 / step)) * step)
+                unit = step * g.blocks // math.gcd(step, g.blocks)
+                n = max(unit, int(np.ceil(g.size / 2 / unit)) * unit)
                 if n < g.size:
-                    half[g.index] = np.arange(g.size) < n
+                    half[g.index] = group_keep_from_counts(g, n)
         self.half_ms = self.measure(half)
         self.predictor.calibrate([(self.dense_keep, self.dense_ms), (half, self.half_ms)])
         self.calibration = {'dense_ms': self.dense_ms, 'dense_predicted_ms': self.predict(self.dense_keep),

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from . import masks as masks_mod
+from .errors import MxPruneError
 from .graph import DependencyGraph, Group, Layer
 
 
@@ -73,8 +74,8 @@ def structured(graph: DependencyGraph, keep: Dict[int, np.ndarray]) -> Count:
             sizes = list(layer.param_shapes[attr])
             for axis in range(len(sizes)):
                 m = axis_keep.get((id(layer), attr, axis))
-                if m is not None:
-                    sizes[axis] = int(m.sum())
+                if m is not None:  # a grouped conv's input mask covers the axis `groups` times (see _axis_masks)
+                    sizes[axis] = int(m.sum()) * sizes[axis] // len(m)
             n = int(np.prod(sizes))
             if attr == 'weight' and layer.weighted:
                 per[layer.path] = n * layer.spatial()
@@ -94,7 +95,11 @@ def _as_bool(k: np.ndarray, size: int) -> np.ndarray:
 
 
 def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tuple, np.ndarray]:
-    """(layer id, attr, axis) -> bool mask over the axis, for axes touched by a group in `kept`."""
+    """(layer id, attr, axis) -> bool mask over the axis, for axes touched by a group in `kept`.
+
+    A grouped convolution's input axis is the exception: its mask is over the layer's C_in input channels (its
+    member's positions, see graph.Member), `groups` times the axis; the kept counts per block are equal.
+    """
     out: Dict[tuple, np.ndarray] = {}
     for g in graph.groups:
         if g.index not in kept:
@@ -103,25 +108,32 @@ def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tup
         for m in g.members:
             key = (id(m.layer), m.attr, m.axis)
             if key not in out:
-                out[key] = np.ones(m.layer.param_shapes[m.attr][m.axis], bool)
+                out[key] = np.ones(m.layer.param_shapes[m.attr][m.axis] * m.groups, bool)
             out[key][m.positions[~k[m.channels]].ravel()] = False
     return out
 
 
-def keep_top(score: np.ndarray, current: np.ndarray, n_keep: int) -> np.ndarray:
-    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned)."""
-    s = np.where(current, score, -np.inf)
-    keep = np.zeros(len(score), bool)
-    keep[np.argsort(-s, kind='stable')[:n_keep]] = True
-    return keep & current
+def keep_top(score: np.ndarray, current: np.ndarray, n_keep: int, blocks: int = 1) -> np.ndarray:
+    """Keeps the n_keep best channels among those still kept (pruned channels stay pruned).
+
+    blocks > 1 (Group.blocks): the channels are `blocks` equal contiguous runs and each run keeps n_keep // blocks,
+    its best; n_keep must be a multiple of blocks.
+    """
+    if blocks < 1 or n_keep % blocks or len(score) % blocks:
+        raise MxPruneError(f'keep_top: cannot keep {n_keep} of {len(score)} channels in {blocks} equal blocks; '
+                           f'n_keep must be a multiple of blocks and blocks must divide the channels')
+    per = n_keep // blocks
+    s = np.where(current, score, -np.inf).reshape(blocks, -1)
+    keep = np.zeros(s.shape, bool)
+    np.put_along_axis(keep, np.argsort(-s, axis=1, kind='stable')[:, :per], True, axis=1)
+    return keep.ravel() & current
 
 
 def group_keep_from_counts(group: Group, n_keep: int, order: Optional[np.ndarray] = None) -> np.ndarray:
-    """A bool keep-mask for a group keeping `n_keep` channels, the highest in `order` (default: the first)."""
-    m = np.zeros(group.size, bool)
-    idx = np.arange(n_keep) if order is None else np.argsort(-order, kind='stable')[:n_keep]
-    m[idx] = True
-    return m
+    """A bool keep-mask for a group keeping `n_keep` channels, the highest in `order` (default: the first), the
+    same number in each of the group's blocks (n_keep must be a multiple of group.blocks)."""
+    score = -np.arange(group.size, dtype=float) if order is None else np.asarray(order, float)
+    return keep_top(score, np.ones(group.size, bool), n_keep, group.blocks)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,7 +157,9 @@ class Shapes:
         for g in graph.groups:
             for m in g.members:
                 i = index[id(m.layer)]
-                self.cuts.setdefault(i, []).append((m.attr, m.axis, g.index, m.channels, m.positions.shape[1]))
+                # a grouped conv's input member counts C_in channels on an axis of C_in / groups
+                self.cuts.setdefault(i, []).append((m.attr, m.axis, g.index, m.channels, m.positions.shape[1],
+                                                    m.groups))
                 if i not in self.touching.setdefault(g.index, []):
                     self.touching[g.index].append(i)
 
@@ -155,13 +169,13 @@ class Shapes:
         k = 1 if stack is None else len(stack)
         out = {attr: [np.full(k, n, np.int64) for n in shape]
                for attr, shape in layer.param_shapes.items() if shape is not None}
-        for attr, axis, g, chans, repeat in self.cuts.get(i, ()):
+        for attr, axis, g, chans, repeat, groups in self.cuts.get(i, ()):
             if attr not in out:
                 continue
             if g == gi and stack is not None:
-                out[attr][axis] = out[attr][axis] - (~stack[:, chans]).sum(axis=1) * repeat
+                out[attr][axis] = out[attr][axis] - (~stack[:, chans]).sum(axis=1) * repeat // groups
             elif keep.get(g) is not None:
-                out[attr][axis] = out[attr][axis] - int((~keep[g][chans]).sum()) * repeat
+                out[attr][axis] = out[attr][axis] - int((~keep[g][chans]).sum()) * repeat // groups
         return out
 
 
@@ -247,9 +261,15 @@ class ParamsCost(LayerCost):
         return np.atleast_1d(total)
 
 
-def top_counts(scores: np.ndarray, current: np.ndarray, widths: Sequence[int]) -> np.ndarray:
-    """Keep-masks (one row per width) of the best-scored live channels, as `keep_top` would choose them."""
-    order = np.argsort(-np.where(current, scores, -np.inf), kind='stable')
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return (rank[None, :] < np.asarray(widths)[:, None]) & current[None, :]
+def top_counts(scores: np.ndarray, current: np.ndarray, widths: Sequence[int], blocks: int = 1) -> np.ndarray:
+    """Keep-masks (one row per width) of the best-scored live channels, as `keep_top` would choose them (with
+    `blocks`, width // blocks in each block)."""
+    widths = np.asarray(widths)
+    if len(scores) % blocks or (widths % blocks).any():
+        raise MxPruneError(f'top_counts: widths {widths.tolist()} of {len(scores)} channels are not in {blocks} '
+                           f'equal blocks')
+    s = np.where(current, scores, -np.inf).reshape(blocks, -1)
+    order = np.argsort(-s, axis=1, kind='stable')
+    rank = np.empty(s.shape, np.int64)
+    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(blocks, axis=0), axis=1)
+    return (rank.ravel()[None, :] < (widths // blocks)[:, None]) & current[None, :]

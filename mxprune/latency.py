@@ -63,6 +63,7 @@ def signature(layer: Layer, residual: bool = False) -> Optional[tuple]:
     if layer.kind == 'conv':
         sig = ('conv', a.get('kernel'), a.get('stride', '(1, 1)'), a.get('pad', '(0, 0)'), a.get('dilate', '(1, 1)'),
                tuple(int(v) for v in layer.in_shape[2:]), 'chan' in layer.spaces)
+        sig += (('groups', layer.groups),) if layer.groups > 1 else ()  # grouped: timed with its groups
         return sig + ('sum',) if residual and tuple(layer.in_shape[2:]) == tuple(layer.out_shape[2:]) else sig
     if layer.kind == 'dense':
         return ('dense', int(np.prod(layer.in_shape[1:])) // max(1, layer.in_shape[1]))
@@ -106,8 +107,9 @@ def _build(sig: tuple, cin: int, cout: int):
     net = nn.HybridSequential()
     if sig[0] == 'conv':
         _, kernel, stride, pad, dilate, side, depthwise = sig[:7]
+        groups = next((x[1] for x in sig[7:] if isinstance(x, (tuple, list)) and x[0] == 'groups'), 1)
         net.add(nn.Conv2D(cout, _tuple(kernel), _tuple(stride), _tuple(pad), _tuple(dilate),
-                          groups=cin if depthwise else 1, in_channels=cin, use_bias=False),
+                          groups=cin if depthwise else groups, in_channels=cin, use_bias=False),
                 nn.BatchNorm(in_channels=cout))
         if 'sum' not in sig[7:]:
             net.add(nn.Activation('relu'))
@@ -252,7 +254,7 @@ class Predictor(LayerCost):
             return w[0], w[0]
         if layer.kind == 'dense':
             return w[1] // self.signatures[id(layer)][1], w[0]
-        return w[1], w[0]
+        return w[1] * layer.groups, w[0]  # a grouped conv's weight holds C_in / groups per output channel
 
     def table_ms(self, i: int, shapes: Dict[str, List[np.ndarray]]) -> np.ndarray:
         sig = self.signatures[id(self.index.layers[i])]

@@ -319,7 +319,7 @@ class PruningModifier:
         return allocation_mod.Problem(
             scores=scores, current=current, cost=cost, budget=self.budget(session, fraction),
             lo={gi: self._limits(session.group_size[gi], int(current[gi].sum()))[0] for gi in scores},
-            step=self.round_to, blocks={gi: getattr(session.groups_by_index[gi], 'blocks', 1) for gi in scores},
+            step=self.round_to, blocks={gi: session.groups_by_index[gi].blocks for gi in scores},
             fixed={gi: k for gi, k in session.group_keep.items() if gi not in scores},
             describe=self._describe(cost))
 
@@ -489,18 +489,12 @@ class Regularizer:
                 p = m.layer.params['weight']
                 if p.name not in datas:
                     datas[p.name] = p.data(p.list_ctx()[0]).asnumpy()
-                moved = np.moveaxis(datas[p.name], m.axis, 0)
-                per = (moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1)
-                np.add.at(sq, m.channels, per[m.positions].sum(axis=1))
+                np.add.at(sq, m.channels, (m.take(datas[p.name]) ** 2).sum(axis=2).sum(axis=1))
             inv = lam / np.sqrt(sq + 1e-12)
-            for m in members:
+            for m in members:  # Member.take/spread: a grouped conv's input channel is a slice of its block's rows
                 p = m.layer.params['weight']
-                scale = np.zeros(p.shape[m.axis], np.float32)
-                scale[m.positions] = inv[m.channels][:, None]
-                shape = [1] * len(p.shape)
-                shape[m.axis] = -1
                 ctx = p.list_ctx()[0]
-                p.grad(ctx)[:] += p.data(ctx) * mx.nd.array(scale.reshape(shape), ctx=ctx)
+                p.grad(ctx)[:] += p.data(ctx) * mx.nd.array(m.spread(inv[m.channels]), ctx=ctx)
 
     def __repr__(self) -> str:
         return f'Regularizer({self.kind}, strength={self.strength})'

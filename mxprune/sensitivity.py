@@ -44,11 +44,10 @@ def analyze(net: mx.gluon.HybridBlock, input_shape, loader, ctx: Sequence[mx.Con
     with tqdm(total=len(mod.groups) * len(ratios), desc='sensitivity', disable=not progress) as bar:
         for g in mod.groups:
             scores = mod.criterion.group_scores(g, params)
-            order = np.argsort(-scores, kind='stable')
             for r in ratios:
                 n_keep = max(1, g.size - int(np.floor(r * g.size + 1e-9)))
-                keep = np.zeros(g.size, bool)
-                keep[order[:n_keep]] = True
+                n_keep = -(-n_keep // g.blocks) * g.blocks  # grouped convolutions: the same number in each block
+                keep = flops_mod.keep_top(scores, np.ones(g.size, bool), n_keep, g.blocks)
                 session.group_keep[g.index] = keep
                 session.apply_masks(zero_weights=False)
                 ev = evaluate(net, loader, ctx)

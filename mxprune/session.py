@@ -191,11 +191,9 @@ class Session:
         shape = layer.params['weight'].shape
         mask = np.ones(shape, np.float32)
         for gi, m in self._weight_members.get(layer.path, []):
-            dropped = m.positions[~self.group_keep[gi][m.channels]].ravel()
-            if len(dropped):
-                index = [slice(None)] * len(shape)
-                index[m.axis] = dropped
-                mask[tuple(index)] = 0.0
+            dropped = ~self.group_keep[gi][m.channels]
+            if dropped.any():  # a grouped conv's input channel: its column in its block's rows (Member.index)
+                mask[m.index(dropped)] = 0.0
         keep = self.weight_keep.get(layer.path)
         if keep is not None:
             mask *= keep
@@ -268,10 +266,12 @@ class Session:
             w = layer.params['weight'].shape
             mask = masks_mod.mask_of(layer.block) if masks_mod.is_masked(layer.block) else np.ones(w, np.float32)
             alive0 = np.any(mask.reshape(mask.shape[0], -1) != 0, axis=1) if len(w) > 1 else mask != 0
+            g, in_kept = layer.groups, 1
+            if len(w) > 1:  # a grouped conv's input channel j*a + c is column c of the rows of block j
+                per_in = mask.reshape((g, w[0] // g) + tuple(w[1:])).swapaxes(0, 1).reshape(w[0] // g, g * w[1], -1)
+                in_kept = int(np.any(per_in != 0, axis=(0, 2)).sum())
             rows.append({'layer': layer.path, 'kind': layer.kind, 'out': int(w[0]), 'out_kept': int(alive0.sum()),
-                         'in': int(w[1]) if len(w) > 1 else 1,
-                         'in_kept': int(np.any(np.moveaxis(mask, 1, 0).reshape(w[1], -1) != 0, axis=1).sum())
-                         if len(w) > 1 else 1,
+                         'in': int(w[1]) * g if len(w) > 1 else 1, 'in_kept': in_kept,
                          'sparsity': float((mask == 0).mean())})
         return rows
 
@@ -292,6 +292,9 @@ class Session:
             g = by_name[name]
             keep = np.zeros(g.size, bool)
             keep[kept] = True
+            problem = g.keep_error(keep)
+            if problem:
+                raise MxPruneError(f'saved pruning state: {problem}')
             self.group_keep[g.index] = keep
         for layer in self.masked:
             m = masks_mod.mask_of(layer.block)

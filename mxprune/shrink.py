@@ -3,9 +3,10 @@
 A Plan lists, for every coupled group that loses channels, the channel indices kept, keyed by the group's
 structural name (the path of its first producing layer, e.g. 'features.2.0.body.0:out'), so it applies to any
 instance of the same architecture whatever its parameter name prefix. Applying it edits the Gluon blocks in place
-(Conv2D incl. depthwise, Dense, BatchNorm widths and parameter data; cached graphs and symbols cleared): the same
-Python object then hybridizes, trains and exports as the smaller net. A pruned model is saved as its .params plus
-the plan beside it; `load_pruned` rebuilds a fresh model to the pruned shape and loads the weights.
+(Conv2D incl. depthwise and grouped, Dense, BatchNorm widths and parameter data; cached graphs and symbols
+cleared): the same Python object then hybridizes, trains and exports as the smaller net. A pruned model is saved
+as its .params plus the plan beside it; `load_pruned` rebuilds a fresh model to the pruned shape and loads the
+weights.
 """
 import dataclasses
 import json
@@ -88,6 +89,9 @@ class Plan:
                 raise ModelError(f'group {name!r} is frozen here ({g.frozen})')
             k = np.zeros(g.size, bool)
             k[spec['keep']] = True
+            problem = g.keep_error(k)
+            if problem:
+                raise ModelError(f'the plan does not fit this model: {problem}')
             keep[g.index] = k
         return keep
 
@@ -102,6 +106,9 @@ def plan_from_keep(graph: DependencyGraph, keep: Dict[int, np.ndarray], model: s
             raise MxPruneError(f'group {g.name} is frozen ({g.frozen}) and cannot be cut')
         if not k.any():
             raise MxPruneError(f'group {g.name} would lose all {g.size} channels; a group is never emptied')
+        problem = g.keep_error(k)
+        if problem:
+            raise MxPruneError(problem)
         groups[g.name] = {'size': g.size, 'keep': np.flatnonzero(k).tolist()}
     return Plan(graph.input_shape, groups, model or type(graph.net).__name__)
 

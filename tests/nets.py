@@ -148,8 +148,80 @@ class SharedPool(gluon.HybridBlock):
         return self.fc(F.concat(F.flatten(self.pool(a)), F.flatten(self.pool(b)), dim=1))
 
 
+class ResNeXt(gluon.HybridBlock):
+    """A ResNeXt bottleneck: 1x1 reduce, grouped 3x3 (4 groups; 16 -> 24 channels, so weight (24, 4, 3, 3)), 1x1
+    expand, identity shortcut, classifier. The grouped conv has a bias, so that its cut covers one."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem = conv_bn(8)
+            self.reduce = conv_bn(16, kernel=1)
+            self.grouped = nn.HybridSequential()
+            self.grouped.add(nn.Conv2D(24, 3, padding=1, groups=4), nn.BatchNorm(), nn.Activation('relu'))
+            self.expand = nn.HybridSequential()
+            self.expand.add(nn.Conv2D(8, 1, use_bias=False), nn.BatchNorm())
+            self.fc = nn.Dense(4)
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        x = F.relu(x + self.expand(self.grouped(self.reduce(x))))
+        return self.fc(F.mean(x, axis=(2, 3)))
+
+
+class GroupedMix(gluon.HybridBlock):
+    """Grouped convs that meet: two (2 and 3 groups) read one tensor (its blocks: lcm 6); their outputs are
+    concatenated into a third (frozen: its groups would span both); a depthwise conv with multiplier 2 (one input
+    channel per group: frozen), a depthwise conv with a bias, and a grouped conv with one output channel per group
+    (C_out == groups != C_in)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem = conv_bn(12)
+            self.a = conv_bn(8, groups=2)
+            self.b = conv_bn(12, groups=3)
+            self.mixed = conv_bn(6, kernel=1, groups=2)
+            self.up = conv_bn(12, groups=6)
+            self.dw = nn.Conv2D(12, 3, padding=1, groups=12)
+            self.squeeze = conv_bn(6, kernel=1, groups=6)
+            self.fc = nn.Dense(4)
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        x = self.squeeze(self.dw(self.up(self.mixed(F.concat(self.a(x), self.b(x), dim=1)))))
+        return self.fc(F.mean(x, axis=(2, 3)))
+
+
+class Split(gluon.HybridBlock):
+    """The stem's channels split in halves (F.split, which divides whatever width it gets), one conv on each."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem = conv_bn(8)
+            self.left = conv_bn(6)
+            self.right = conv_bn(6)
+            self.fc = nn.Dense(4)
+
+    def halves(self, F, x):
+        return F.split(x, num_outputs=2, axis=1)
+
+    def hybrid_forward(self, F, x):
+        a, b = self.halves(F, self.stem(x))
+        return self.fc(F.concat(self.left(a), self.right(b), dim=1))
+
+
+class Slice(Split):
+    """As Split, with slice_axis at fixed offsets."""
+
+    def halves(self, F, x):
+        return F.slice_axis(x, axis=1, begin=0, end=4), F.slice_axis(x, axis=1, begin=4, end=8)
+
+
 ALL = {'residual': Residual, 'shared_pool': SharedPool, 'concat': Concat, 'depthwise': Depthwise,
-       'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown}
+       'flatten': FlattenDense, 'se': SqueezeExcite, 'unknown': Unknown, 'resnext': ResNeXt,
+       'grouped_mix': GroupedMix, 'split': Split, 'slice': Slice}
 SHAPE = (2, 3, 16, 16)
 
 

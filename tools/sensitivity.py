@@ -69,7 +69,8 @@ def main(argv=None) -> int:
             keep = {}
             for name, r in chosen.items():
                 g = by_name[name]
-                keep[g.index] = flops.group_keep_from_counts(g, max(1, g.size - int(np.floor(r * g.size + 1e-9))))
+                n = max(1, g.size - int(np.floor(r * g.size + 1e-9)))
+                keep[g.index] = flops.group_keep_from_counts(g, -(-n // g.blocks) * g.blocks)  # whole blocks
             return flops.structured(graph, keep).macs / dense_macs
         chosen = sensitivity.derive_ratios(result, macs_of, args.target_macs)
         got = macs_of(chosen)

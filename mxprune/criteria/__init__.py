@@ -67,9 +67,7 @@ class Criterion:
     def member_scores(self, member: Member, data: np.ndarray) -> Optional[np.ndarray]:
         """Per-channel scores of one member, indexed like member.channels (None: this member does not vote)."""
         elem = self.weight_scores(member.layer, data) if member.attr == 'weight' else np.abs(data)
-        moved = np.moveaxis(elem, member.axis, 0)
-        per_pos = moved.reshape(moved.shape[0], -1).sum(axis=1)
-        return per_pos[member.positions].sum(axis=1)
+        return member.take(elem).sum(axis=2).sum(axis=1)  # a grouped conv's input: its slice in its block's rows
 
     def votes(self, member: Member) -> bool:
         """Which members take part: weights of conv/dense layers by default, per `members`."""
@@ -125,9 +123,7 @@ class L2(Criterion):
         return np.abs(weight)
 
     def member_scores(self, member, data):
-        moved = np.moveaxis(data, member.axis, 0)
-        sq = (moved.reshape(moved.shape[0], -1) ** 2).sum(axis=1)
-        return np.sqrt(sq[member.positions].sum(axis=1))
+        return np.sqrt((member.take(data) ** 2).sum(axis=2).sum(axis=1))
 
 
 class _Accumulating(Criterion):

@@ -2,6 +2,7 @@
 import dataclasses
 import fnmatch
 import json
+import math
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -60,6 +61,13 @@ class Layer:
     def weighted(self) -> bool:
         return self.kind in ('conv', 'deconv', 'dense') and 'weight' in self.params
 
+    @property
+    def groups(self) -> int:
+        """num_group of a grouped convolution (1 < num_group, not depthwise); 1 for every other layer."""
+        if self.kind != 'conv' or 'chan' in self.spaces:
+            return 1
+        return int(self.attrs.get('num_group', 1))
+
     def spatial(self) -> int:
         """Multiply-accumulates per weight element for one sample."""
         if self.kind == 'conv':
@@ -74,26 +82,73 @@ class Layer:
 
 @dataclasses.dataclass
 class Member:
-    """One parameter axis of one layer that indexes (part of) a group's channels."""
+    """One parameter axis of one layer that indexes (part of) a group's channels.
+
+    `positions[i]` are the indices along `axis` of channel `channels[i]` (several after Flatten: `repeat` features
+    per channel). A grouped convolution's input slice (`groups` > 1; the weight is (C_out, C_in/groups, k, k)) is the
+    one exception: there `positions` index the layer's C_in input channels, and input channel p is column
+    p % (C_in/groups) of the rows of output block p // (C_in/groups) (rows [j*C_out/groups, (j+1)*C_out/groups)).
+    `index`, `take` and `spread` turn either layout into numpy indexing, so callers need not tell them apart.
+    """
     layer: Layer
     attr: str
     axis: int
     role: str
     channels: np.ndarray   # group channel indices covered
-    positions: np.ndarray  # (len(channels), repeat) indices along the axis
+    positions: np.ndarray  # (len(channels), repeat) indices along the axis (grouped input: input channels)
+    groups: int = 1        # > 1: a grouped convolution's input slice (see above)
 
     @property
     def producer(self) -> bool:
         """Its layer computes these channels (a conv's filters, a depthwise conv), not only reads them."""
         return self.layer.weighted and self.attr == 'weight' and self.role in ('out', 'chan')
 
+    def _grouped(self, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(rows, column) per input channel in `pos` of a grouped input slice: rows (len(pos), C_out/groups)."""
+        shape = self.layer.param_shapes[self.attr]
+        rows_per, cols = shape[0] // self.groups, shape[1]
+        rows = (pos // cols)[:, None] * rows_per + np.arange(rows_per)[None, :]
+        return rows, pos % cols
+
+    def index(self, which: np.ndarray) -> tuple:
+        """A numpy index into the parameter selecting every entry of the channels `which` (bool over channels)."""
+        if self.groups > 1:
+            rows, cols = self._grouped(self.positions[which, 0])
+            return rows.ravel(), np.repeat(cols, rows.shape[1])
+        index = [slice(None)] * len(self.layer.param_shapes[self.attr])
+        index[self.axis] = self.positions[which].ravel()
+        return tuple(index)
+
+    def take(self, data: np.ndarray) -> np.ndarray:
+        """The parameter's entries per channel: (len(channels), positions per channel, entries per position)."""
+        if self.groups > 1:
+            rows, cols = self._grouped(self.positions[:, 0])
+            return data[rows, cols[:, None]].reshape(len(cols), 1, -1)
+        moved = np.moveaxis(data, self.axis, 0)
+        return moved.reshape(moved.shape[0], -1)[self.positions]
+
+    def spread(self, values: np.ndarray) -> np.ndarray:
+        """Per-channel `values` as an array that broadcasts against the parameter (zero outside this member)."""
+        shape = self.layer.param_shapes[self.attr]
+        if self.groups > 1:
+            out = np.zeros(tuple(shape[:2]) + (1,) * (len(shape) - 2), np.float32)
+            rows, cols = self._grouped(self.positions[:, 0])
+            out[rows, cols[:, None]] = np.asarray(values, np.float32).reshape((-1, 1) + (1,) * (len(shape) - 2))
+            return out
+        out = np.zeros(shape[self.axis], np.float32)
+        out[self.positions] = np.asarray(values, np.float32)[:, None]
+        view = [1] * len(shape)
+        view[self.axis] = -1
+        return out.reshape(view)
+
     def describe(self) -> str:
         what = {'out': 'out channels', 'in': 'in channels', 'chan': 'channels'}[self.role]
         cls = type(self.layer.block)
         name = getattr(cls, '_mxprune_base', cls).__name__
         dw = ' depthwise' if self.role == 'chan' and self.layer.weighted else ''
+        grouped = f', {self.layer.groups} groups' if self.layer.groups > 1 and self.attr == 'weight' else ''
         rep = f' x{self.positions.shape[1]} features' if self.positions.shape[1] > 1 else ''
-        return f'{self.layer.path} ({name}{dw}) {what} {_ranges(self.positions[:, 0])}{rep}'
+        return f'{self.layer.path} ({name}{dw}{grouped}) {what} {_ranges(self.positions[:, 0])}{rep}'
 
 
 def _ranges(idx: np.ndarray) -> str:
@@ -104,12 +159,34 @@ def _ranges(idx: np.ndarray) -> str:
 
 @dataclasses.dataclass
 class Group:
-    """Channels that must be cut together: every member axis indexes the same `size` channels."""
+    """Channels that must be cut together: every member axis indexes the same `size` channels.
+
+    `blocks` > 1: the channels fall into `blocks` equal contiguous runs ([j*size/blocks, (j+1)*size/blocks)) and a
+    keep-mask must keep the same number in each run: a grouped convolution reads or writes them group by group, and
+    a convolution with G groups stays one only with the same width in each (G divides `blocks`); a split into K
+    equal parts likewise needs K equal runs.
+    """
     index: int
     name: str
     size: int
     members: List[Member]
     frozen: Optional[str] = None
+    blocks: int = 1
+
+    def block_counts(self, keep: np.ndarray) -> np.ndarray:
+        """Channels kept per run of a bool keep-mask over the group."""
+        return np.asarray(keep, bool).reshape(self.blocks, -1).sum(axis=1)
+
+    def keep_error(self, keep: np.ndarray) -> Optional[str]:
+        """Why a bool keep-mask does not fit this group's blocks (None when it fits)."""
+        if self.blocks == 1:
+            return None
+        counts = self.block_counts(keep)
+        if (counts == counts[0]).all():
+            return None
+        return (f'group {self.name!r} keeps {counts.min()} to {counts.max()} channels in its {self.blocks} blocks of '
+                f'{self.size // self.blocks}; each block must keep the same number (grouped convolutions and splits '
+                f'cut in equal blocks)')
 
     @property
     def producers(self) -> List[Member]:
@@ -127,6 +204,8 @@ class Group:
     def details(self) -> str:
         """The cascade of coupled layers, one member a line (like Torch-Pruning's group.details())."""
         state = f'frozen: {self.frozen}' if self.frozen else 'cuttable'
+        if self.blocks > 1 and not self.frozen:
+            state += f' in {self.blocks} blocks of {self.size // self.blocks} (the same number kept in each)'
         lines = [f'Group {self.index} "{self.name}": {self.size} channels, {len(self.layers)} layers, {state}']
         seen = set()
         for m in self.members:
@@ -140,7 +219,7 @@ class Group:
 
     def __repr__(self) -> str:
         return f'Group({self.index}, {self.name!r}, size={self.size}, members={len(self.members)}' + \
-            (', frozen)' if self.frozen else ')')
+            (f', blocks={self.blocks}' if self.blocks > 1 else '') + (', frozen)' if self.frozen else ')')
 
 
 @dataclasses.dataclass
@@ -191,6 +270,7 @@ class _Tracer:
         self.parent: List[int] = []
         self.atom_size: List[int] = []
         self.frozen: Dict[int, str] = {}
+        self.blocks: Dict[int, int] = {}  # root atom -> equal runs its keep-masks must respect (Group.blocks)
         self.spaces: Dict[Tuple[int, int], Optional[Space]] = {}
         self.shapes: Dict[Tuple[int, int], Optional[tuple]] = {}
         self.layers: List[Layer] = []
@@ -227,6 +307,31 @@ class _Tracer:
         self.parent[rb] = ra
         if rb in self.frozen and ra not in self.frozen:
             self.frozen[ra] = self.frozen[rb]
+        if rb in self.blocks:
+            self._add_blocks(ra, self.blocks.pop(rb), 'a coupled layer')
+
+    def _add_blocks(self, root: int, runs: int, why: str) -> None:
+        """Both partitions hold when each run of the finer one (lcm of the two counts) keeps the same number."""
+        old = self.blocks.get(root, 1)
+        new = old * runs // math.gcd(old, runs)
+        size = self.atom_size[root]
+        if size % new:
+            self.frozen.setdefault(root, f'{why} needs {runs} equal blocks where coupled layers need {old}: no '
+                                         f'partition of the {size} channels into equal blocks fits both')
+            return
+        self.blocks[root] = new
+
+    def constrain(self, space: Optional[Space], runs: int, why: str) -> None:
+        """The channels of `space` split into `runs` equal contiguous runs that must keep equal counts (a grouped
+        convolution's groups). Expressible as the group's `blocks` only when the space is one whole atom; a space
+        made of several layers' channels (concatenation) or of part of one is frozen."""
+        if space is None or runs <= 1:
+            return
+        if space.repeat != 1 or len(space.segs) != 1 or not self._full(space.segs[0]):
+            self.freeze(space, f'{why} groups channels that come from several layers or from part of one (equal '
+                               f'counts per group cannot be kept)')
+            return
+        self._add_blocks(self.find(space.segs[0].atom), runs, why)
 
     def freeze(self, space: Optional[Space], reason: str) -> None:
         if space is None:
@@ -278,6 +383,11 @@ class _Tracer:
         return Space(space.segs, 1)
 
     # --- layers
+    def path_of(self, n: _Node) -> str:
+        """The structural path of the block owning a node's parameters (the node's name if none does)."""
+        owner = self._owner(n)
+        return owner[1] if owner else n.name
+
     def _owner(self, n: _Node):
         owners = [self.owners.get(p) for p in n.params]
         if not owners or owners[0] is None or any(o is None or o[0] is not owners[0][0] for o in owners):
@@ -447,7 +557,8 @@ class DependencyGraph:
                         if r not in roots:
                             roots[r] = []
                             order.append(r)
-                        roots[r].append(Member(layer, attr, axis, role, chans, positions))
+                        grouped = layer.groups if role == 'in' and attr == 'weight' else 1
+                        roots[r].append(Member(layer, attr, axis, role, chans, positions, grouped))
                         pos += s.length
         groups = []
         for r in order:
@@ -455,7 +566,10 @@ class DependencyGraph:
             producers = [m for m in members if m.producer]
             first = (producers or members)[0]
             name = f'{first.layer.path}:{first.role}'
-            groups.append(Group(len(groups), name, t.atom_size[r], members, t.frozen.get(r)))
+            blocks, frozen = t.blocks.get(r, 1), t.frozen.get(r)
+            if blocks > 1 and blocks == t.atom_size[r] and not frozen:
+                frozen = f'one channel per block ({blocks} blocks of grouped convolutions or splits): none can be cut'
+            groups.append(Group(len(groups), name, t.atom_size[r], members, frozen, blocks))
         outputs = [layer for layer in t.layers if layer.weighted and
                    any(t.find(s.atom) in {t.find(x.atom) for h in heads if t.spaces.get(h) for x in t.spaces[h].segs}
                        for s in layer.spaces.get('out', Space(())).segs)]

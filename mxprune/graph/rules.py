@@ -62,9 +62,11 @@ def output_layer(kind: str):
             elif not flatten and len(in_shape) > 2:
                 t.freeze(x, f'FullyConnected {n.name} with flatten=False on a {len(in_shape)}-d input')
                 x = None
-        if not axes:  # grouped convolution: channels couple in blocks we do not cut
-            t.freeze(x, f'grouped convolution {n.name} (num_group={n.attrs.get("num_group")})')
-            out = t.opaque(out_shape, f'output of grouped convolution {n.name}')
+        groups = int(n.attrs.get('num_group', 1))
+        if not axes:  # a grouped deconvolution, or weights no Gluon block of ours owns: nothing is cut
+            what = f'grouped {n.op} {n.name} (num_group={groups})' if groups > 1 else f'{n.op} {n.name}'
+            t.freeze(x, what)
+            out = t.opaque(out_shape, f'output of {what}')
             t.add_layer(n, {}, in_shape, out_shape)
             return [out]
         roles = {r for per_param in axes.values() for r in per_param.values()}
@@ -75,6 +77,10 @@ def output_layer(kind: str):
         out = t.new_atom(_channels(out_shape))
         if x is None:
             x = t.opaque(in_shape, f'input of {n.name} has no channel space')
+        if groups > 1:  # grouped: both spaces cut in equal blocks, one per conv group
+            why = f'grouped convolution {t.path_of(n)} (num_group={groups})'
+            t.constrain(x, groups, why)
+            t.constrain(out, groups, why)
         t.add_layer(n, {'in': x, 'out': out}, in_shape, out_shape)
         return [out]
     return rule
@@ -152,6 +158,8 @@ def split(t, n):
     if x is None or squeeze or x.repeat != 1:
         t.freeze(x, f'{n.op} {n.name} splits the channels in a way we do not cut')
         return [t.opaque(s, f'{n.op} {n.name}') for s in n.out_shapes]
+    # the op splits whatever width it gets into equal parts: each part must keep the same number of channels
+    t.constrain(x, parts, f'{n.op} {n.name} (num_outputs={parts})')
     size = x.size // parts
     return [t.sub(x, i * size, size) for i in range(parts)]
 
@@ -169,6 +177,8 @@ def slice_axis(t, n):
     if x is None or x.repeat != 1:
         t.freeze(x, f'{n.op} {n.name} slices channels we cannot follow')
         return [t.opaque(n.out_shapes[0], f'{n.op} {n.name}')]
+    if (begin, end) != (0, in_shape[1]):  # begin and end stay as written: a cut channel would shift the slice
+        t.freeze(x, f'{n.op} {n.name} takes channels [{begin}:{end}] at fixed offsets')
     return [t.sub(x, begin, end - begin)]
 
 

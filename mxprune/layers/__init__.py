@@ -23,8 +23,11 @@ class LayerHandler:
 
     def cut(self, block: mx.gluon.Block, keep: Dict[str, np.ndarray]) -> None:
         """Keeps only `keep[role]` indices along each role's axes (roles absent are untouched)."""
+        # every role is read before any parameter changes shape (a depthwise conv is told by its weight's shape)
+        roles_of = {attr: self.param_roles(block, 'weight' if attr == 'weight_mask' else attr)
+                    for attr in block._reg_params}
         for attr, param in list(block._reg_params.items()):
-            roles = self.param_roles(block, 'weight' if attr == 'weight_mask' else attr)
+            roles = roles_of[attr]
             if not roles:
                 continue
             if param._data is None:
@@ -62,26 +65,61 @@ def replace_param(param: mx.gluon.Parameter, data: np.ndarray) -> None:
 
 
 class ConvHandler(LayerHandler):
-    """Convolution (Conv1D/2D/3D): weight (C_out, C_in/g, k...). Depthwise (g == C_in == C_out): one space."""
+    """Convolution (Conv1D/2D/3D): weight (C_out, C_in/g, k...). Depthwise (g == C_in == C_out): one space.
+
+    Grouped (1 < g, not depthwise): the roles of a plain conv, but 'in' keeps are indices into the C_in input
+    channels (the graph's grouped input slice, see graph.Member), and both keeps must hold the same number of
+    channels in each of the g blocks: the cut conv has g groups again, weight (g*b', a', k...), where the rows of
+    output block j keep the columns of the input channels kept in input block j.
+    """
     kind = 'conv'
 
     def axes(self, attrs, in_shape):
         g = int(attrs.get('num_group', 1))
         c_in = in_shape[1]
         c_out = int(attrs['num_filter'])
-        if g == 1:
-            return {'weight': {0: 'out', 1: 'in'}, 'bias': {0: 'out'}}
-        if g == c_in == c_out:
+        if g == c_in == c_out and g > 1:
             return {'weight': {0: 'chan'}, 'bias': {0: 'chan'}}
-        return {}  # grouped: channels couple in blocks; the graph freezes both spaces
+        return {'weight': {0: 'out', 1: 'in'}, 'bias': {0: 'out'}}
+
+    @staticmethod
+    def _depthwise(block) -> bool:
+        """g == C_in == C_out; read from the weight (C_out, C_in/g, ...) once it has a shape, since a deferred
+        `_in_channels` is 0 and g == C_out alone does not make a conv depthwise (C_in = 8, C_out = g = 4)."""
+        g = block._kwargs.get('num_group', 1)
+        shape = block._reg_params['weight'].shape
+        if shape and all(shape):
+            return g > 1 and shape[0] == g and shape[1] == 1
+        return g > 1 and (block._channels == block._in_channels == g or
+                          (g == block._channels and block._in_channels == 0))
 
     def param_roles(self, block, attr):
-        g = block._kwargs.get('num_group', 1)
-        if g == 1:
-            return {'weight': {0: 'out', 1: 'in'}, 'bias': {0: 'out'}}.get(attr, {})
-        if block._channels == block._in_channels == g or (g == block._channels and block._in_channels == 0):
+        if self._depthwise(block):
             return {'weight': {0: 'chan'}, 'bias': {0: 'chan'}}.get(attr, {})
-        return {}
+        return {'weight': {0: 'out', 1: 'in'}, 'bias': {0: 'out'}}.get(attr, {})
+
+    def cut(self, block, keep):
+        g = block._kwargs.get('num_group', 1)
+        if g == 1 or self._depthwise(block):
+            super().cut(block, keep)
+            return
+        for attr, param in list(block._reg_params.items()):
+            if attr not in ('weight', 'weight_mask', 'bias') or not ({'in', 'out'} & set(keep)):
+                continue
+            if param._data is None:
+                raise MxPruneError(f'{block.name}.{attr} is not initialised; run one forward pass before cutting')
+            data = param.data(param.list_ctx()[0]).asnumpy()
+            rows = np.asarray(keep.get('out', np.arange(data.shape[0])))
+            _equal_blocks(block, 'out', rows, g, data.shape[0])
+            if attr != 'bias' and 'in' in keep:
+                cols_per = data.shape[1]
+                _equal_blocks(block, 'in', keep['in'], g, cols_per * g)
+                local = (np.sort(keep['in']) % cols_per).reshape(g, -1)  # kept columns of each input block
+                data = data[rows[:, None], local[rows // (data.shape[0] // g)]]
+            else:
+                data = data[rows]
+            replace_param(param, data)
+        self.update_attrs(block, keep)
 
     def update_attrs(self, block, keep):
         if 'chan' in keep:
@@ -97,9 +135,17 @@ class ConvHandler(LayerHandler):
             block._in_channels = len(keep['in'])
 
 
+def _equal_blocks(block, role: str, kept, groups: int, size: int) -> None:
+    counts = np.bincount(np.asarray(kept) // (size // groups), minlength=groups)
+    if not (counts == counts[0]).all():
+        raise MxPruneError(f'{block.name}: a convolution with {groups} groups keeps {counts.min()} to '
+                           f'{counts.max()} {role} channels per group; it needs the same number in each')
+
+
 class DeconvHandler(ConvHandler):
-    """Deconvolution: weight (C_in, C_out/g, k...)."""
+    """Deconvolution: weight (C_in, C_out/g, k...). Grouped ones are frozen (no axes)."""
     kind = 'deconv'
+    cut = LayerHandler.cut
 
     def axes(self, attrs, in_shape):
         if int(attrs.get('num_group', 1)) == 1:
