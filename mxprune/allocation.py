@@ -303,22 +303,31 @@ class Knapsack(Allocator):
     Each round linearises the cost at the current widths (each group's cost curve over its candidate widths, the
     others held), solves that multiple-choice knapsack exactly (`solve`), and checks the answer's true cost; the next
     round linearises at the answer. The most valuable answer that fits is then widened greedily into the budget left
-    (`fill`); when no answer fits, the last one is narrowed greedily until it does (`trim`).
+    (`fill`); when no answer fits, the last one is narrowed greedily until it does (`trim`). A group with more than
+    `options` candidate widths offers every k-th of them to the dynamic programme; `fill` and `trim` move one
+    candidate at a time, so the result still lands on the finest widths allowed.
 
     Args:
         bins: cost resolution of the dynamic programme (units over the summed range of the cost curves).
         rounds: linearise-and-solve rounds at most.
+        options: candidate widths per group offered to the dynamic programme at most.
     """
 
-    def __init__(self, bins: int = 2048, rounds: int = 8):
-        if bins < 16 or rounds < 1:
-            raise MxPruneError(f'knapsack: bins {bins} must be >= 16 and rounds {rounds} >= 1')
-        self.bins, self.rounds = bins, rounds
+    def __init__(self, bins: int = 2048, rounds: int = 8, options: int = 64):
+        if bins < 16 or rounds < 1 or options < 2:
+            raise MxPruneError(f'knapsack: bins {bins} must be >= 16, rounds {rounds} >= 1 and options {options} >= 2')
+        self.bins, self.rounds, self.options = bins, rounds, options
         self.report: Dict[str, Any] = {}
+
+    def _offered(self, widths: np.ndarray) -> np.ndarray:
+        if len(widths) <= self.options:
+            return widths
+        pick = np.unique(np.round(np.linspace(0, len(widths) - 1, self.options)).astype(int))
+        return widths[pick]
 
     def allocate(self, p):
         groups = p.groups
-        widths = {gi: p.widths(gi) for gi in groups}
+        widths = {gi: self._offered(p.widths(gi)) for gi in groups}
         masks = {gi: p.masks(gi, widths[gi]) for gi in groups}
         values = [(masks[gi] * np.where(p.current[gi], p.scores[gi], 0.0)[None, :]).sum(axis=1) for gi in groups]
         counts = p.alive_counts()
@@ -334,58 +343,58 @@ class Knapsack(Allocator):
                 new = p.cheapest()  # the linearisation says no net fits: check the cheapest one for real
                 if not p.fits(p.total(new)):
                     raise p.refusal()
+                rounds.append({'predicted': None, 'true': p.total(new), 'value': p.value(new)})
             else:
                 new = {gi: int(widths[gi][o]) for gi, o in zip(groups, choice)}
+                rounds.append({'predicted': now + sum(float(d[o]) for d, o in zip(deltas, choice)),
+                               'true': p.total(new), 'value': float(sum(v[o] for v, o in zip(values, choice)))})
+            if p.fits(rounds[-1]['true']) and rounds[-1]['value'] > best_value:
+                best, best_value = new, rounds[-1]['value']
             key = tuple(new[gi] for gi in groups)
-            true = p.total(new)
-            value = float(sum(v[int(np.searchsorted(widths[gi], new[gi]))] for gi, v in zip(groups, values)))
-            rounds.append({'predicted': now + sum(float(d[np.searchsorted(widths[gi], new[gi])])
-                                                  for gi, d in zip(groups, deltas)), 'true': true, 'value': value})
-            if p.fits(true) and value > best_value:
-                best, best_value = new, value
             if key in seen:
                 break
             seen.add(key)
             counts = new
         if best is None:
-            best = self.trim(p, counts, widths, masks)
-        best = self.fill(p, best, widths, masks)
+            best = self.trim(p, counts)
+        best = self.fill(p, best)
         self.report = {'rounds': rounds, 'cost': p.total(best), 'budget': p.budget, 'value': p.value(best)}
         return p.check(best)
 
     @staticmethod
-    def _steps(p: Problem, counts: Dict[int, int], widths, masks, direction: int):
-        """For every group that can move one allowed width (up: +1, down: -1): (gi, width, cost after, value
-        change), the cost exact (the group's curve with the others held)."""
+    def _steps(p: Problem, counts: Dict[int, int], direction: int):
+        """For every group that can move one candidate width (up: +1, down: -1): (gi, width, cost after, saliency
+        change, cost now), the cost exact (the group's curve with the others held)."""
         keep = p.keep(counts)
         now = float(p.cost.total(keep))
         out = []
         for gi in p.groups:
-            i = int(np.searchsorted(widths[gi], counts[gi])) + direction
-            if not 0 <= i < len(widths[gi]):
+            widths = p.widths(gi)
+            i = int(np.searchsorted(widths, counts[gi])) + direction
+            if not 0 <= i < len(widths):
                 continue
-            cost = float(p.cost.curve(gi, masks[gi][i:i + 1], keep, now)[0])
-            gain = float(np.where(masks[gi][i], p.scores[gi], 0.0).sum() -
-                         np.where(keep[gi], p.scores[gi], 0.0).sum())
-            out.append((gi, int(widths[gi][i]), cost, gain, now))
+            mask = p.masks(gi, [widths[i]])
+            cost = float(p.cost.curve(gi, mask, keep, now)[0])
+            gain = float(np.where(mask[0], p.scores[gi], 0.0).sum() - np.where(keep[gi], p.scores[gi], 0.0).sum())
+            out.append((gi, int(widths[i]), cost, gain, now))
         return out
 
-    def trim(self, p: Problem, counts: Dict[int, int], widths, masks) -> Dict[int, int]:
+    def trim(self, p: Problem, counts: Dict[int, int]) -> Dict[int, int]:
         """Narrows one group at a time, least saliency lost per cost saved, until the net fits."""
         counts = dict(counts)
         while not p.fits(p.total(counts)):
-            steps = [s for s in self._steps(p, counts, widths, masks, -1) if s[2] < s[4]]
+            steps = [s for s in self._steps(p, counts, -1) if s[2] < s[4]]
             if not steps:
                 raise p.refusal()
             gi, w, _, _, _ = min(steps, key=lambda s: -s[3] / (s[4] - s[2]))
             counts[gi] = w
         return counts
 
-    def fill(self, p: Problem, counts: Dict[int, int], widths, masks) -> Dict[int, int]:
+    def fill(self, p: Problem, counts: Dict[int, int]) -> Dict[int, int]:
         """Widens one group at a time, most saliency regained per cost added, while the net still fits."""
         counts = dict(counts)
         while True:
-            steps = [s for s in self._steps(p, counts, widths, masks, +1) if p.fits(s[2])]
+            steps = [s for s in self._steps(p, counts, +1) if p.fits(s[2])]
             if not steps:
                 return counts
             gi, w, _, _, _ = max(steps, key=lambda s: s[3] / max(s[2] - s[4], 1e-12))
