@@ -193,7 +193,30 @@ def main() -> None:
               f'{r["params_ratio"]:6.3f} {100 * r["lowest_top1_after_a_step"]:10.2f}% {100 * r["final_top1"]:6.2f}% '
               f'{r["drop"]:+6.2f} {r["seconds"]:5.0f} {goal}')
     with_goal = [r for r in rows if r['goal']]
+    write_markdown(result, os.path.join(results, 'accuracy_speed.md'))
     print(f'ratio {sum(r["meets_goal"] for r in with_goal) / max(1, len(with_goal)):.3f}')
+
+
+def write_markdown(result: dict, path: str) -> None:
+    from mxprune import io
+    d, cpu = result['dense'], result['cpu']
+    lines = [f'cifar_resnet20_v1 on the shared CIFAR-10 (JPEG copy), {result["date"]}, CPU {cpu["model"]} '
+             f'({cpu["isa"]}, {cpu["cores"]} cores): dense {100 * d["top1"]:.2f} % top-1 after {d["epochs"]} epochs; '
+             f'{d["ms_b64"]:.2f} ms at batch 64, {d["ms_b1"]:.3f} ms at batch 1 (fused oneDNN; every net timed '
+             f'together with the dense net in one process).', '',
+             '| row | allocator | speed-up b64 | speed-up b1 | MACs | params | lowest top-1 after a step (%) | '
+             'top-1 (%) | drop (points) | goal | wall time (s) |', '|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in result['rows']:
+        goal = '-' if not r['goal'] else ('met' if r['meets_goal'] else '**not met**') + ': ' + ', '.join(
+            (f'>= {v}x' if k == 'speedup' else f'drop <= {v}') for k, v in r['goal'].items())
+        lines.append(f'| {r["name"]} | {r["allocator"]} | {r["speedup_b64"]:.2f}x | {r["speedup_b1"]:.2f}x | '
+                     f'{r["macs_ratio"]:.3f} | {r["params_ratio"]:.3f} | {100 * r["lowest_top1_after_a_step"]:.2f} | '
+                     f'{100 * r["final_top1"]:.2f} | {r["drop"]:.2f} | {goal} | {r["seconds"]:.0f} |')
+    lines += ['', 'Top-1 right after each pruning step (%):', '']
+    for r in result['rows']:
+        lines.append(f'- {r["name"]}: ' + ', '.join(f'{100 * s["top1"]:.2f}' for s in r['top1_after_steps']))
+    lines += ['', 'Commands:', ''] + [f'- {r["name"]}: `{r["command"]}`' for r in result['rows']]
+    io.write_text(path, '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

@@ -88,7 +88,9 @@ class Problem:
 
     A group's candidate widths are the multiples of `step` (and of its `blocks`: grouped convolutions keep equal
     counts per conv group) from its `lo` up to what it keeps now, plus what it keeps now; groups narrower than `step`
-    take any width. `fixed` holds the keep-masks of the groups not allocated here (their cost counts, unchanged).
+    take any width. `step_ratio` < 1 also keeps each group within that fraction of its live channels of where it is
+    (at least one width down is always allowed): a trust region for one step of a gradual schedule. `fixed` holds
+    the keep-masks of the groups not allocated here (their cost counts, unchanged).
     """
     scores: Dict[int, np.ndarray]
     current: Dict[int, np.ndarray]
@@ -99,6 +101,7 @@ class Problem:
     blocks: Dict[int, int] = dataclasses.field(default_factory=dict)
     fixed: Dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     describe: Optional[Callable[[float], str]] = None  # a cost in the target's words, for messages
+    step_ratio: float = 1.0
 
     def __post_init__(self):
         self._widths: Dict[int, np.ndarray] = {}
@@ -117,6 +120,8 @@ class Problem:
             unit = b * self.step // math.gcd(b, self.step)
             unit = unit if size >= unit else b
             lo = min(max(1, self.lo.get(gi, 1)), alive)
+            if self.step_ratio < 1.0:
+                lo = max(lo, alive - max(unit, int(self.step_ratio * alive + 1e-9) // unit * unit))
             first = -(-lo // unit) * unit
             self._widths[gi] = np.array(sorted(set(range(first, alive, unit)) | {alive}), np.int64)
         return self._widths[gi]
@@ -477,18 +482,20 @@ class LatencyModel:
 
 def search(allocator: Allocator, p: Problem, model, target_ms: float, *,
            measure: Optional[Callable[[Dict[int, np.ndarray]], float]] = None, rounds: int = 4,
-           tolerance: float = 0.02) -> Tuple[Dict[int, int], dict]:
+           tolerance: float = 0.02, goal: Optional[float] = None) -> Tuple[Dict[int, int], dict]:
     """Kept counts whose *measured* latency meets `target_ms`, and a report of every pass (NetAdapt's loop).
 
     Each pass allocates to a budget in predicted milliseconds (p.cost must be model.predictor), builds and times the
     chosen net (`measure`, default `model.measure`) and rescales the next budget by predicted/measured of that net,
     so a table a few per cent off near the target is corrected where it matters. Stops when a measured net lies
-    within `tolerance` below the target. Returns the measured net that met the target keeping the most saliency,
+    within `tolerance` below the target. `goal`: the first pass's budget in predicted milliseconds (default the
+    target; a caller that measured nets before passes the target corrected by them). Returns the measured net that
+    met the target keeping the most saliency,
     else the fastest one measured (report['met'] False). When the table says the target is out of reach, the
     fastest allowed net (`Problem.cheapest`) is timed before the target is refused.
     """
     measure = measure or model.measure
-    goal, tried, seen, at_limit = target_ms, [], set(), False
+    goal, tried, seen, at_limit = target_ms if goal is None else goal, [], set(), False
     for _ in range(max(1, rounds)):
         q = dataclasses.replace(p, budget=goal)
         try:

@@ -1,15 +1,16 @@
-"""Modifiers: pruning (criterion + granularity + scope + target + schedule + selection) and sparsity regularisers.
+"""Modifiers: pruning (criterion + granularity + allocator + target + schedule + selection) and sparsity regularisers.
 
 A PruningModifier decides masks; the Session applies them. Structured ('channel') pruning decides a keep-mask per
-coupled group; unstructured ('weight') pruning a keep-mask per weight tensor. Both are monotone: what was pruned
-stays pruned. Targets: `sparsity` (the fraction of channels of the prunable groups, or of the selected weights,
-removed), `macs` or `params` (the fraction of the dense count to keep, reached by bisection on the ratio (local)
-or on the score threshold (global)).
+coupled group: at each scheduled update the criterion scores the channels, the target gives a budget (the fraction
+of it reached so far) in a cost model's units, and the allocator (mxprune.allocation) chooses every group's width.
+Unstructured ('weight') pruning decides a keep-mask per weight tensor. Both are monotone: what was pruned stays
+pruned. Targets: `sparsity` (the fraction of channels of the prunable groups, or of the selected weights, removed),
+`macs` or `params` (the fraction of the dense count kept), `speedup` or `latency` (measured on this machine).
 """
 import dataclasses
 import inspect
 import warnings
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
@@ -106,6 +107,9 @@ class PruningConfig:
     skip_last: bool = spec(True, help='leave the classifier (producing the output) out')
     round_to: int = spec(1, lo=1, hi=4096, help='kept channels per group a multiple of this')
     max_ratio: float = spec(0.9, lo=0.0, hi=1.0, help='at most this fraction of a group (or layer) is removed')
+    step_ratio: float = spec(1.0, lo=0.0, lo_open=True, hi=1.0,
+                             help='at most this fraction of a group\'s live channels removed by one update before '
+                                  'the last (gradual schedules re-score in between)')
     ratios: Dict[str, float] = spec(factory=dict, help='layer-wise sparsity per glob pattern (uniform allocator)')
     reduction: str = spec('mean', choices=criteria_mod.REDUCTIONS)
     normalizer: Optional[str] = spec(criteria_mod.AUTO, choices=(criteria_mod.AUTO,) + criteria_mod.NORMALIZERS,
@@ -114,6 +118,8 @@ class PruningConfig:
     members: str = spec('all', choices=criteria_mod.MEMBERS)
     seed: int = spec(0, lo=0)
     score_batches: int = spec(32, lo=0, help='grad/taylor: batches of gradients gathered before an update at step 0')
+    recalibrate_batches: int = spec(20, lo=0, help='training batches that refresh the BatchNorm statistics after each '
+                                                   'structured update (0: none)')
 
     def check(self, where: str, path: str) -> None:
         try:
@@ -152,7 +158,8 @@ class PruningConfig:
                                initial_sparsity=self.initial_sparsity,
                                selection=Selection(tuple(self.include), tuple(self.exclude), self.skip_first,
                                                    self.skip_last),
-                               round_to=self.round_to, max_ratio=self.max_ratio, ratios=dict(self.ratios))
+                               round_to=self.round_to, max_ratio=self.max_ratio, ratios=dict(self.ratios),
+                               step_ratio=self.step_ratio)
 
 
 def resolve_allocator(allocator, scope: Optional[str], ratios) -> str:
@@ -196,7 +203,8 @@ class PruningModifier:
 
     def __init__(self, criterion='l2', *, granularity: str = 'channel', allocator=None, scope: Optional[str] = None,
                  target=0.5, schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
-                 round_to: int = 1, max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None):
+                 round_to: int = 1, max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None,
+                 step_ratio: float = 1.0):
         """
         Args:
             criterion: a name ('l1', 'l2', 'grad', 'taylor', 'group_taylor', 'bn_gamma', 'fpgm', 'random') or a
@@ -212,6 +220,8 @@ class PruningModifier:
             round_to: kept channels per group are a multiple of this (fast widths for oneDNN / cuDNN).
             max_ratio: at most this fraction of any group (or layer) is removed; groups are never emptied.
             ratios: {glob: sparsity} layer-wise ratios for groups whose producing layers match (uniform allocator).
+            step_ratio: at most this fraction of a group's live channels is removed by one update before the last,
+                so a gradual schedule spreads a deep cut over steps that re-score in between.
         """
         self.criterion = criteria_mod.get(criterion)
         if granularity not in ('channel', 'weight'):
@@ -229,8 +239,9 @@ class PruningModifier:
             raise MxPruneError('unstructured (weight) pruning takes a sparsity target')
         if target.kind in ('latency', 'speedup') and ratios:
             raise MxPruneError('latency and speedup targets choose the widths themselves: give no layer-wise ratios')
-        if not 0.0 <= max_ratio <= 1.0 or round_to < 1:
-            raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1] and round_to {round_to} >= 1')
+        if not 0.0 <= max_ratio <= 1.0 or round_to < 1 or not 0.0 < step_ratio <= 1.0:
+            raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1], step_ratio {step_ratio} in (0, 1] and '
+                               f'round_to {round_to} >= 1')
         self.allocator = allocation_mod.get(resolve_allocator(allocator, scope, ratios))
         self.granularity, self.target = granularity, target
         # unstructured pruning ranks weights per layer (local) or over all layers (global)
@@ -240,11 +251,14 @@ class PruningModifier:
         self.initial_sparsity = initial_sparsity
         self.selection = selection or Selection()
         self.round_to, self.max_ratio, self.ratios = round_to, max_ratio, dict(ratios or {})
+        self.step_ratio = step_ratio
         self.groups: List[Group] = []
         self.layers: List[Layer] = []
         self.last_fraction = 0.0
         self.latency_model = None
         self.latency_report: Optional[dict] = None
+        self.latency_steps: List[dict] = []
+        self._correction = 1.0  # predicted / measured ms of the last net timed (latency targets)
         self._cost = None
 
     @property
@@ -303,7 +317,8 @@ class PruningModifier:
             return (1.0 - goal) * cost.dense
         return goal * cost.dense
 
-    def _describe(self, cost) -> callable:
+    def _describe(self, cost) -> Callable[[float], str]:
+        """A cost in the target's own words, for messages."""
         kind = self.target.kind
         if kind == 'sparsity':
             return lambda c: f'sparsity {1.0 - c / cost.dense:.4g} (fraction of channels removed)'
@@ -321,7 +336,7 @@ class PruningModifier:
             lo={gi: self._limits(session.group_size[gi], int(current[gi].sum()))[0] for gi in scores},
             step=self.round_to, blocks={gi: session.groups_by_index[gi].blocks for gi in scores},
             fixed={gi: k for gi, k in session.group_keep.items() if gi not in scores},
-            describe=self._describe(cost))
+            describe=self._describe(cost), step_ratio=self.step_ratio if fraction < 1.0 - 1e-9 else 1.0)
 
     def decide_groups(self, session, fraction: float) -> Dict[int, np.ndarray]:
         """New keep-masks {group index: bool mask} for this modifier's groups at schedule `fraction`."""
@@ -339,18 +354,43 @@ class PruningModifier:
         p = self.problem(session, scores, current, fraction)
         if self.ratios:
             counts = self._layerwise_counts(session, p, fraction)
-        elif self.target.kind in ('latency', 'speedup') and fraction >= 1.0 - 1e-9:
-            counts, found = allocation_mod.search(self.allocator, p, self.latency_model, p.budget)
-            m = self.latency_model
-            self.latency_report = {**m.calibration, **found, 'table_entries': len(m.table.entries),
-                                   'table': m.table.path}
+        elif self.target.kind in ('latency', 'speedup'):
+            counts = self._measured_counts(p, fraction)
+        else:
+            try:
+                counts = self.allocator.allocate(p)
+            except OverPruneError:
+                if p.step_ratio >= 1.0:
+                    raise
+                counts = p.cheapest()  # a step before the last, held back by step_ratio: as far as it may go
+        return {gi: p.masks(gi, [counts[gi]])[0] for gi in scores}
+
+    def _measured_counts(self, p: allocation_mod.Problem, fraction: float) -> Dict[int, int]:
+        """A latency budget, NetAdapt's way: every step's net is built and timed beside the dense net, and the
+        predicted/measured ratio of the latest one corrects the next step's budget, so the steps before the last do
+        not overshoot on a table that is a few per cent off (the mask is monotone: the last step cannot widen what
+        an earlier one cut). The last step searches up to 4 measured passes (`allocation.search`)."""
+        m, last = self.latency_model, fraction >= 1.0 - 1e-9
+        try:
+            counts, found = allocation_mod.search(self.allocator, p, m, p.budget, goal=p.budget * self._correction,
+                                                  rounds=4 if last else 1)
+        except OverPruneError:
+            if last:
+                raise
+            counts = p.cheapest()  # a step before the last, held back by step_ratio: as far as it may go
+            keep = p.keep(counts)
+            found = {'predicted_ms': p.total(counts), 'measured_ms': m.measure(keep), 'rounds': [{}]}
+        self._correction = found['predicted_ms'] / found['measured_ms']
+        self.latency_steps.append({'fraction': fraction, 'budget_ms': p.budget, 'predicted_ms': found['predicted_ms'],
+                                   'measured_ms': found['measured_ms'], 'passes': len(found['rounds'])})
+        if last:
+            self.latency_report = {**m.calibration, **found, 'steps': list(self.latency_steps),
+                                   'table_entries': len(m.table.entries), 'table': m.table.path}
             if not found['met']:
                 warnings.warn(f'latency target {p.budget:.2f} ms not met: the fastest net measured ran '
                               f'{found["measured_ms"]:.2f} ms (predicted {found["predicted_ms"]:.2f} ms)',
-                              stacklevel=3)
-        else:
-            counts = self.allocator.allocate(p)
-        return {gi: p.masks(gi, [counts[gi]])[0] for gi in scores}
+                              stacklevel=4)
+        return counts
 
     def _limits(self, size: int, kept_now: int) -> tuple:
         lo = max(1, int(np.ceil(size * (1.0 - self.max_ratio) - 1e-9)))

@@ -348,8 +348,15 @@ def prune_phase(s: Setup, net):
             session.bind_trainer(t)
             return t
 
+        recal = max(c.recalibrate_batches for c in rec.pruning)
+
         def evaluate_step(sess) -> None:
-            """Top-1 of the masked net right after a pruning step before the last (the last is 'at_pruning')."""
+            """BatchNorm statistics refreshed after a pruning step (training batches of their own, no update), then
+            the top-1 of the masked net right after every step before the last (the last is 'at_pruning')."""
+            if recal and any(m.structured for m in mods):
+                batches = s.train_loader.epoch(1_000_000 + sess.step, mixup=False)
+                sess.recalibrate((b for _, b in zip(range(recal), batches)), s.ctx)
+                batches.close()
             if sess.step >= last:
                 return
             ev = train_mod.evaluate(net, s.test_loader, s.ctx, reduce=_reduce(s))

@@ -160,7 +160,9 @@ class Session:
         self.apply_masks(zero_grads=zero_grads)
         if self.sync is not None:
             self.sync.check_masks(self)
-        self.history.append({'step': self.step, **self.sparsity()})
+        self.history.append({'step': self.step, **self.sparsity(),
+                             'widths': {self.groups_by_index[gi].name: int(k.sum())
+                                        for gi, k in self.group_keep.items() if not k.all()}})
         for fn in self.after_prune:
             fn(self)
 
@@ -185,6 +187,24 @@ class Session:
             for mod in grad_mods:
                 mod.criterion.accumulate(self._grad_layers(mod))
             n += 1
+        return n
+
+    def recalibrate(self, batches: Iterable, ctx: Sequence[mx.Context]) -> int:
+        """Refreshes the BatchNorm running statistics of the pruned net: forward and backward passes in training
+        mode over `batches` of (data, label), no update (MXNet updates the statistics in the backward pass).
+
+        Right after a pruning step the statistics still describe the wider net, and a net evaluated at once can lose
+        tens of points that a few dozen batches of recalibration give back. Returns the number of batches.
+        """
+        from mxnet import autograd, gluon
+        n = 0
+        for x, _ in batches:
+            xs = gluon.utils.split_and_load(x, ctx, even_split=False)
+            with autograd.record():
+                outs = [self.net(xi).sum() for xi in xs]
+            autograd.backward(outs)
+            n += 1
+        mx.nd.waitall()
         return n
 
     def layer_mask(self, layer: Layer) -> np.ndarray:
@@ -326,7 +346,7 @@ class Session:
             (net, plan): the same Python object, edited in place; plan is None without shrink.
         """
         if shrink:
-            from .shrink import shrink_session  # noqa: the shrink layer sits beside the session
+            from .shrink import shrink_session  # the shrink layer sits beside the session
             return shrink_session(self)
         for layer in self.masked:
             masks_mod.remove(layer.block, fold_first=True)

@@ -251,3 +251,51 @@ def test_config_allocator_and_scope():
     with pytest.raises(mp.MxPruneError, match='unknown allocator'):
         mp.PruningModifier('l2', allocator='greedy')
     assert criteria.get('group_taylor', normalizer='auto').normalizer is None
+
+
+def test_a_step_ratio_keeps_each_group_near_where_it_is_but_always_lets_it_move():
+    p = problem('depthwise', 'macs', 0.3, 2)
+    q = dataclasses.replace(p, step_ratio=0.25)
+    for gi in q.groups:
+        alive, w = q.alive(gi), q.widths(gi)
+        assert w[-1] == alive and len(w) >= 2  # one width down is always allowed
+        assert w[0] >= alive - max(2, int(0.25 * alive) // 2 * 2)
+    counts = allocation.Knapsack().allocate(dataclasses.replace(q, budget=0.8 * q.cost.dense))
+    assert all(n in q.widths(gi) for gi, n in counts.items())
+    with pytest.raises(OverPruneError):  # the trust region makes the far budget unreachable in one step
+        allocation.Knapsack().allocate(q)
+    assert p.total(allocation.Knapsack().allocate(p)) <= p.budget
+
+
+def test_recalibration_refreshes_the_batchnorm_statistics_of_the_pruned_net():
+    net = nets.build('residual')
+    s = mp.Session(net, IN, 10, [mp.PruningModifier('l2', target=0.5, allocator='uniform')])
+    s.prune_now()
+    stats = s.graph.layer('b1.2').block.running_mean
+    before = stats.data().asnumpy().copy()
+    x = nets.data(3, shape=(8, 3, 16, 16))
+    out = net(x).asnumpy()
+    assert s.recalibrate([(x, mx.nd.zeros(8))] * 5, [mx.cpu()]) == 5
+    after = stats.data().asnumpy()
+    assert not np.allclose(before, after)
+    with mx.autograd.train_mode():
+        batch_out = net(x).asnumpy()  # what the batch statistics give
+    recal_out = net(x).asnumpy()
+    assert np.abs(recal_out - batch_out).mean() < np.abs(out - batch_out).mean()
+
+
+def test_a_gradual_schedule_with_a_step_ratio_spreads_the_cut_and_still_ends_on_its_target():
+    net = nets.build('depthwise')
+    sched = schedules.Gradual(0, 1, steps=3, curve='cubic')
+    mod = mp.PruningModifier('l2', target={'macs': 0.45}, schedule=sched, step_ratio=0.25, round_to=2)
+    s = mp.Session(net, IN, 6, [mod])
+    for t in range(7):
+        s.before_update(2)
+        s.after_update()
+    widths = [h['widths'] for h in s.history]
+    assert len(widths) == 3
+    for before, after in zip([{}] + widths, widths[:-1]):  # steps before the last: a quarter of a group at most
+        for name, n in after.items():
+            was = before.get(name, s.graph.groups[[g.name for g in s.graph.groups].index(name)].size)
+            assert n >= was - max(2, int(0.25 * was) // 2 * 2)
+    assert s.sparsity()['shrunk_macs'] <= 0.45 * s.dense_count.macs  # the last step is free to reach the target
