@@ -45,6 +45,7 @@ ALLOCATORS: Registry['Allocator'] = Registry('allocator')
 class ChannelCost:
     """Kept channels of a set of groups (what a sparsity target counts)."""
     name = 'channels'
+    monotone = True  # never cheaper wider
 
     def __init__(self, sizes: Dict[int, int]):
         self.sizes = dict(sizes)
@@ -120,10 +121,17 @@ class Problem:
             unit = b * self.step // math.gcd(b, self.step)
             unit = unit if size >= unit else b
             lo = min(max(1, self.lo.get(gi, 1)), alive)
-            if self.step_ratio < 1.0:
-                lo = max(lo, alive - max(unit, int(self.step_ratio * alive + 1e-9) // unit * unit))
             first = -(-lo // unit) * unit
-            self._widths[gi] = np.array(sorted(set(range(first, alive, unit)) | {alive}), np.int64)
+            widths = np.array(sorted(set(range(first, alive, unit)) | {alive}), np.int64)
+            if self.step_ratio < 1.0 and len(widths) > 1:
+                floor = alive - max(unit, int(self.step_ratio * alive + 1e-9) // unit * unit)
+                if not getattr(self.cost, 'monotone', False):
+                    # a latency table has slow widths: the next width that is faster is always within reach
+                    curve = self.cost.curve(gi, self.masks(gi, widths), self.keep(self.alive_counts()))
+                    cheaper = widths[:-1][curve[:-1] < curve[-1] - 1e-9 * max(1.0, abs(curve[-1]))]
+                    floor = min(floor, int(cheaper.max())) if len(cheaper) else floor
+                widths = widths[widths >= floor]
+            self._widths[gi] = widths
         return self._widths[gi]
 
     def masks(self, gi: int, widths: Sequence[int]) -> np.ndarray:
@@ -154,6 +162,8 @@ class Problem:
         narrow odd widths can be slower than wider ones, and only when the layers on both sides of a conv change
         together: so the start is the cheapest of the narrowest widths and the narrowest multiples of 2, 4, ... 64,
         from which each group in turn moves to its cheapest width with the others held, until none moves."""
+        if getattr(self.cost, 'monotone', False):
+            return self.narrowest()
         starts = [self.narrowest()]
         for m in (2, 4, 8, 16, 32, 64):
             starts.append({gi: int(next((w for w in self.widths(gi) if w % m == 0), self.widths(gi)[0]))
@@ -307,10 +317,11 @@ class Knapsack(Allocator):
 
     Each round linearises the cost at the current widths (each group's cost curve over its candidate widths, the
     others held), solves that multiple-choice knapsack exactly (`solve`), and checks the answer's true cost; the next
-    round linearises at the answer. The most valuable answer that fits is then widened greedily into the budget left
-    (`fill`); when no answer fits, the last one is narrowed greedily until it does (`trim`). A group with more than
-    `options` candidate widths offers every k-th of them to the dynamic programme; `fill` and `trim` move one
-    candidate at a time, so the result still lands on the finest widths allowed.
+    round linearises at the answer. On a latency table the rounds run twice, from the current widths and from the
+    cheapest net (`Problem.cheapest`). The most valuable answer that fits is then widened greedily into the budget
+    left (`fill`); when none fits, the cheapest net is widened. A group with more than `options` candidate widths
+    offers every k-th of them to the dynamic programme; `fill` moves one candidate at a time, so the result still
+    lands on the finest widths allowed.
 
     Args:
         bins: cost resolution of the dynamic programme (units over the summed range of the cost curves).
@@ -335,33 +346,37 @@ class Knapsack(Allocator):
         widths = {gi: self._offered(p.widths(gi)) for gi in groups}
         masks = {gi: p.masks(gi, widths[gi]) for gi in groups}
         values = [(masks[gi] * np.where(p.current[gi], p.scores[gi], 0.0)[None, :]).sum(axis=1) for gi in groups]
-        counts = p.alive_counts()
-        best, best_value, seen, rounds = None, -np.inf, set(), []
-        for _ in range(self.rounds):
-            keep = p.keep(counts)
-            now = float(p.cost.total(keep))
-            deltas = [p.cost.curve(gi, masks[gi], keep, now) - now for gi in groups]
-            choice = solve(values, deltas, p.budget - now, bins=self.bins)
-            if choice is None:
-                if best is not None or rounds:
+        # Linearised at the current widths, a latency table hides joint moves: two groups on both sides of a conv
+        # may each be slower alone at a narrow width and faster together. So the rounds also start from the
+        # cheapest net, where widening one group is costed beside narrow neighbours.
+        starts = [p.alive_counts()]
+        cheap = p.cheapest()
+        if not getattr(p.cost, 'monotone', False) and cheap != starts[0]:
+            starts.append(cheap)
+        best, best_value, rounds = None, -np.inf, []
+        for start, counts in enumerate(starts):
+            seen = set()
+            for _ in range(self.rounds):
+                keep = p.keep(counts)
+                now = float(p.cost.total(keep))
+                deltas = [p.cost.curve(gi, masks[gi], keep, now) - now for gi in groups]
+                choice = solve(values, deltas, p.budget - now, bins=self.bins)
+                if choice is None:
                     break
-                new = p.cheapest()  # the linearisation says no net fits: check the cheapest one for real
-                if not p.fits(p.total(new)):
-                    raise p.refusal()
-                rounds.append({'predicted': None, 'true': p.total(new), 'value': p.value(new)})
-            else:
                 new = {gi: int(widths[gi][o]) for gi, o in zip(groups, choice)}
-                rounds.append({'predicted': now + sum(float(d[o]) for d, o in zip(deltas, choice)),
+                rounds.append({'start': start, 'predicted': now + sum(float(d[o]) for d, o in zip(deltas, choice)),
                                'true': p.total(new), 'value': float(sum(v[o] for v, o in zip(values, choice)))})
-            if p.fits(rounds[-1]['true']) and rounds[-1]['value'] > best_value:
-                best, best_value = new, rounds[-1]['value']
-            key = tuple(new[gi] for gi in groups)
-            if key in seen:
-                break
-            seen.add(key)
-            counts = new
-        if best is None:
-            best = self.trim(p, counts)
+                if p.fits(rounds[-1]['true']) and rounds[-1]['value'] > best_value:
+                    best, best_value = new, rounds[-1]['value']
+                key = tuple(new[gi] for gi in groups)
+                if key in seen:
+                    break
+                seen.add(key)
+                counts = new
+        if best is None:  # no linearisation found a net that fits: from the cheapest one, if it fits
+            if not p.fits(p.total(cheap)):
+                raise p.refusal()
+            best = cheap
         best = self.fill(p, best)
         self.report = {'rounds': rounds, 'cost': p.total(best), 'budget': p.budget, 'value': p.value(best)}
         return p.check(best)
@@ -383,17 +398,6 @@ class Knapsack(Allocator):
             gain = float(np.where(mask[0], p.scores[gi], 0.0).sum() - np.where(keep[gi], p.scores[gi], 0.0).sum())
             out.append((gi, int(widths[i]), cost, gain, now))
         return out
-
-    def trim(self, p: Problem, counts: Dict[int, int]) -> Dict[int, int]:
-        """Narrows one group at a time, least saliency lost per cost saved, until the net fits."""
-        counts = dict(counts)
-        while not p.fits(p.total(counts)):
-            steps = [s for s in self._steps(p, counts, -1) if s[2] < s[4]]
-            if not steps:
-                raise p.refusal()
-            gi, w, _, _, _ = min(steps, key=lambda s: -s[3] / (s[4] - s[2]))
-            counts[gi] = w
-        return counts
 
     def fill(self, p: Problem, counts: Dict[int, int]) -> Dict[int, int]:
         """Widens one group at a time, most saliency regained per cost added, while the net still fits."""

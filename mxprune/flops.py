@@ -223,6 +223,7 @@ class LayerCost:
 class MacsCost(LayerCost):
     """MACs of the shrunk net (as `structured` counts them); `layers`: only these layer paths (e.g. a backbone)."""
     name = 'macs'
+    monotone = True  # a narrower group never costs more
 
     def __init__(self, graph: DependencyGraph, shapes: Optional[Shapes] = None, layers: Optional[Iterable[str]] = None):
         self.only = None if layers is None else frozenset(layers)
@@ -238,6 +239,7 @@ class MacsCost(LayerCost):
 class ParamsCost(LayerCost):
     """Trainable parameters of the shrunk net (as `structured` counts them)."""
     name = 'params'
+    monotone = True
 
     def __init__(self, graph: DependencyGraph, shapes: Optional[Shapes] = None):
         super().__init__(graph, shapes)

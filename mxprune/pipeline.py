@@ -361,7 +361,11 @@ def prune_phase(s: Setup, net):
                 return
             ev = train_mod.evaluate(net, s.test_loader, s.ctx, reduce=_reduce(s))
             row = {'step': sess.step, 'epoch': round(sess.epoch, 3), 'top1': ev['top1'],
-                   'macs_ratio': sess.history[-1]['shrunk_macs'] / sess.dense_count.macs}
+                   'macs_ratio': sess.history[-1]['shrunk_macs'] / sess.dense_count.macs,
+                   'widths': sess.history[-1]['widths']}
+            timed = [m.latency_steps[-1] for m in mods if m.latency_steps]
+            if timed:
+                row['latency'] = timed[0]
             state.set('prune_steps', [r for r in state.get('prune_steps', []) if r['step'] < sess.step] + [row])
             s.run.log({'event': 'prune_step', **row})
         session.after_prune.append(evaluate_step)

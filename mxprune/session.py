@@ -197,6 +197,9 @@ class Session:
         tens of points that a few dozen batches of recalibration give back. Returns the number of batches.
         """
         from mxnet import autograd, gluon
+        # called between a training step's backward and its optimizer step: the gradients must come back as they were
+        params = [p for p in self.net.collect_params().values() if p.grad_req != 'null']
+        saved = [[g.copy() for g in p.list_grad()] for p in params]
         n = 0
         for x, _ in batches:
             xs = gluon.utils.split_and_load(x, ctx, even_split=False)
@@ -204,6 +207,9 @@ class Session:
                 outs = [self.net(xi).sum() for xi in xs]
             autograd.backward(outs)
             n += 1
+        for p, grads in zip(params, saved):
+            for g, old in zip(p.list_grad(), grads):
+                old.copyto(g)
         mx.nd.waitall()
         return n
 

@@ -275,7 +275,13 @@ def test_recalibration_refreshes_the_batchnorm_statistics_of_the_pruned_net():
     before = stats.data().asnumpy().copy()
     x = nets.data(3, shape=(8, 3, 16, 16))
     out = net(x).asnumpy()
+    with mx.autograd.record():  # a training step's backward: its gradients must survive the recalibration
+        loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(x), mx.nd.zeros(8))
+    loss.backward()
+    weight = s.graph.layer('b1.0.0').params['weight']
+    grad = weight.grad().asnumpy().copy()
     assert s.recalibrate([(x, mx.nd.zeros(8))] * 5, [mx.cpu()]) == 5
+    np.testing.assert_array_equal(weight.grad().asnumpy(), grad)
     after = stats.data().asnumpy()
     assert not np.allclose(before, after)
     with mx.autograd.train_mode():
@@ -289,7 +295,7 @@ def test_a_gradual_schedule_with_a_step_ratio_spreads_the_cut_and_still_ends_on_
     sched = schedules.Gradual(0, 1, steps=3, curve='cubic')
     mod = mp.PruningModifier('l2', target={'macs': 0.45}, schedule=sched, step_ratio=0.25, round_to=2)
     s = mp.Session(net, IN, 6, [mod])
-    for t in range(7):
+    for _ in range(7):
         s.before_update(2)
         s.after_update()
     widths = [h['widths'] for h in s.history]
