@@ -107,6 +107,9 @@ class PruningConfig:
     skip_last: bool = spec(True, help='leave the classifier (producing the output) out')
     round_to: int = spec(1, lo=1, hi=4096, help='kept channels per group a multiple of this')
     max_ratio: float = spec(0.9, lo=0.0, hi=1.0, help='at most this fraction of a group (or layer) is removed')
+    path: Optional[str] = spec(None, choices=(None, 'plan', 'budget'),
+                               help='updates before the last: plan (move toward the final widths, re-planned each '
+                                    'step; default with knapsack) or budget (meet the step\'s own budget)')
     step_ratio: float = spec(1.0, lo=0.0, lo_open=True, hi=1.0,
                              help='at most this fraction of a group\'s live channels removed by one update before '
                                   'the last (gradual schedules re-score in between)')
@@ -159,7 +162,7 @@ class PruningConfig:
                                selection=Selection(tuple(self.include), tuple(self.exclude), self.skip_first,
                                                    self.skip_last),
                                round_to=self.round_to, max_ratio=self.max_ratio, ratios=dict(self.ratios),
-                               step_ratio=self.step_ratio)
+                               step_ratio=self.step_ratio, path=self.path)
 
 
 def resolve_allocator(allocator, scope: Optional[str], ratios) -> str:
@@ -204,7 +207,7 @@ class PruningModifier:
     def __init__(self, criterion='l2', *, granularity: str = 'channel', allocator=None, scope: Optional[str] = None,
                  target=0.5, schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
                  round_to: int = 1, max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None,
-                 step_ratio: float = 1.0):
+                 step_ratio: float = 1.0, path: Optional[str] = None):
         """
         Args:
             criterion: a name ('l1', 'l2', 'grad', 'taylor', 'group_taylor', 'bn_gamma', 'fpgm', 'random') or a
@@ -221,7 +224,10 @@ class PruningModifier:
             max_ratio: at most this fraction of any group (or layer) is removed; groups are never emptied.
             ratios: {glob: sparsity} layer-wise ratios for groups whose producing layers match (uniform allocator).
             step_ratio: at most this fraction of a group's live channels is removed by one update before the last,
-                so a gradual schedule spreads a deep cut over steps that re-score in between.
+                so a gradual schedule spreads a deep cut over steps that re-score in between ('budget' path).
+            path: how the updates before the last approach the target: 'plan' (each plans the final widths with
+                the current scores and moves part of the way; the default with the knapsack) or 'budget' (each
+                meets the schedule's budget for its step; the default with the other allocators).
         """
         self.criterion = criteria_mod.get(criterion)
         if granularity not in ('channel', 'weight'):
@@ -252,12 +258,16 @@ class PruningModifier:
         self.selection = selection or Selection()
         self.round_to, self.max_ratio, self.ratios = round_to, max_ratio, dict(ratios or {})
         self.step_ratio = step_ratio
+        if path not in (None, 'plan', 'budget'):
+            raise MxPruneError(f'path {path!r}; choose plan or budget')
+        self.path = path or ('plan' if isinstance(self.allocator, allocation_mod.Knapsack) else 'budget')
         self.groups: List[Group] = []
         self.layers: List[Layer] = []
         self.last_fraction = 0.0
         self.latency_model = None
         self.latency_report: Optional[dict] = None
         self.latency_steps: List[dict] = []
+        self.plan_steps: List[dict] = []
         self._correction = 1.0  # predicted / measured ms of the last net timed (latency targets)
         self._cost = None
 
@@ -354,6 +364,8 @@ class PruningModifier:
         p = self.problem(session, scores, current, fraction)
         if self.ratios:
             counts = self._layerwise_counts(session, p, fraction)
+        elif self.path == 'plan' and fraction < 1.0 - 1e-9:
+            counts = self._toward_plan(session, scores, current, fraction)
         elif self.target.kind in ('latency', 'speedup'):
             counts = self._measured_counts(p, fraction)
         else:
@@ -364,6 +376,31 @@ class PruningModifier:
                     raise
                 counts = p.cheapest()  # a step before the last, held back by step_ratio: as far as it may go
         return {gi: p.masks(gi, [counts[gi]])[0] for gi in scores}
+
+    def _toward_plan(self, session, scores, current, fraction: float) -> Dict[int, int]:
+        """A step before the last on the 'plan' path: the allocator plans the final widths against the final budget
+        with today's scores, and every group moves part of the way there: the share of the distance left that the
+        schedule covers in this step (a group whose plan is its width stays). The plan is made again at every step,
+        so it follows the scores as the net adapts, and the last step solves the final budget itself.
+
+        Why not meet the schedule's own budget at each step: the steps then commit, one by one, to the cuts that
+        are cheapest for a loose budget, and masks never grow back; on a latency table the widths that suit the
+        final budget (two groups narrowed together to a fast width) are then out of reach."""
+        final = self.problem(session, scores, current, 1.0)
+        if self.target.kind in ('latency', 'speedup'):
+            final = dataclasses.replace(final, budget=final.budget * self._correction)
+        plan = self.allocator.allocate(final)
+        share = (fraction - self.last_fraction) / max(1e-12, 1.0 - self.last_fraction)
+        counts = {}
+        for gi, goal in plan.items():
+            widths = final.widths(gi)
+            alive = final.alive(gi)
+            want = alive - share * (alive - goal)
+            allowed = widths[widths >= goal]
+            counts[gi] = int(allowed[np.argmin(np.abs(allowed - want) - 1e-9 * allowed)])  # ties: the wider
+        self.plan_steps.append({'fraction': fraction, 'plan_cost': final.total(plan), 'step_cost': final.total(counts),
+                                'budget': final.budget})
+        return counts
 
     def _measured_counts(self, p: allocation_mod.Problem, fraction: float) -> Dict[int, int]:
         """A latency budget, NetAdapt's way: every step's net is built and timed beside the dense net, and the

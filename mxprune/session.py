@@ -311,6 +311,8 @@ class Session:
     def load_state_dict(self, state: dict) -> None:
         """Restores the step and group masks; unstructured masks come back with the mask parameters."""
         self.step = int(state['step'])
+        for mod in self.modifiers:  # what the updates before the checkpoint reached (the 'plan' path needs it)
+            mod.last_fraction = mod.schedule.fraction(self.step - 1, self.steps_per_epoch) if self.step else 0.0
         by_name = {g.name: g for g in self.graph.groups}
         for name, kept in state.get('groups', {}).items():
             if name not in by_name:

@@ -167,7 +167,7 @@ def test_a_gradual_schedule_reaches_its_budget_at_its_last_step_exactly(steps, c
     fr = [sched.fraction(t, spe) for t in updates]
     assert fr[-1] == 1.0 and all(0 < a < b for a, b in zip(fr, fr[1:])) and sched.fraction(9, spe) < 1.0
     net = nets.build('residual')
-    mod = mp.PruningModifier('l2', target={'macs': 0.6}, schedule=sched)
+    mod = mp.PruningModifier('l2', target={'macs': 0.6}, schedule=sched, path='budget')
     s = mp.Session(net, IN, spe, [mod])
     ratios = []
     for t in range(12):
@@ -293,7 +293,7 @@ def test_recalibration_refreshes_the_batchnorm_statistics_of_the_pruned_net():
 def test_a_gradual_schedule_with_a_step_ratio_spreads_the_cut_and_still_ends_on_its_target():
     net = nets.build('depthwise')
     sched = schedules.Gradual(0, 1, steps=3, curve='cubic')
-    mod = mp.PruningModifier('l2', target={'macs': 0.45}, schedule=sched, step_ratio=0.25, round_to=2)
+    mod = mp.PruningModifier('l2', target={'macs': 0.45}, schedule=sched, step_ratio=0.25, round_to=2, path='budget')
     s = mp.Session(net, IN, 6, [mod])
     for _ in range(7):
         s.before_update(2)
@@ -305,3 +305,22 @@ def test_a_gradual_schedule_with_a_step_ratio_spreads_the_cut_and_still_ends_on_
             was = before.get(name, s.graph.groups[[g.name for g in s.graph.groups].index(name)].size)
             assert n >= was - max(2, int(0.25 * was) // 2 * 2)
     assert s.sparsity()['shrunk_macs'] <= 0.45 * s.dense_count.macs  # the last step is free to reach the target
+
+
+def test_the_plan_path_moves_every_group_part_of_the_way_to_the_final_plan_and_ends_on_the_target():
+    net = nets.build('depthwise')
+    sched = schedules.Gradual(0, 1, steps=4, curve='cubic')
+    mod = mp.PruningModifier('l2', target={'macs': 0.5}, schedule=sched, round_to=2)
+    assert mod.path == 'plan'
+    s = mp.Session(net, IN, 8, [mod])
+    for _ in range(9):
+        s.before_update(2)
+        s.after_update()
+    assert len(mod.plan_steps) == 3 and len(s.history) == 4
+    for step in mod.plan_steps:  # between where the net was and the plan: never past the final budget
+        assert step['plan_cost'] <= step['budget'] + 1e-6 and step['step_cost'] >= step['plan_cost'] - 1e-6
+    costs = [h['shrunk_macs'] for h in s.history]
+    assert all(a >= b for a, b in zip(costs, costs[1:])) and costs[0] < s.dense_count.macs
+    assert costs[-1] <= 0.5 * s.dense_count.macs
+    with pytest.raises(mp.MxPruneError, match='path'):
+        mp.PruningModifier('l2', path='greedy')
