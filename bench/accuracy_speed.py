@@ -8,9 +8,10 @@ table's command when runs/table/dense is absent: bit-identical on the same CPU k
 0.01 cosine) per row:
 
     knapsack_1.3x, _1.6x, _2.0x  group Taylor saliency, knapsack allocator, a speed-up target at batch 64 (the
-                                 measured latency table; each chosen net is built and timed beside the dense net,
-                                 NetAdapt's correction), widths in steps of 8, reached in 8 gradual steps over the
-                                 first fine-tuning epoch; the net is shrunk after the last step
+                                 measured latency table; the last step's net is built and timed beside the dense
+                                 net, NetAdapt's correction), widths in steps of 8 (the stem's group included),
+                                 reached in 8 gradual steps over the first half epoch of fine-tuning, each planning
+                                 the final widths again and moving part of the way; shrunk after the last step
     knapsack_macs_0.5            the same with a MACs target of 0.5
     x16_global                   the accuracy table's l2 row: global threshold, widths x16, 0.5 MACs, one-shot
     l2_layerwise                 the accuracy table's per-stage widths chosen by hand from the latency table
@@ -34,9 +35,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import accuracy_table as table  # noqa: E402
 
-# the knapsack rows: group Taylor, widths in steps of 8, 8 gradual steps over the first fine-tuning epoch
+# the knapsack rows: group Taylor (64 batches of the dense net first), widths in steps of 8 (the stem's group too),
+# 8 gradual steps over the first half epoch of fine-tuning, each re-planning the final widths
 KNAPSACK = ('pruning.0={{criterion: group_taylor, allocator: knapsack, target: {target}, round_to: 8, '
-            'schedule: {{kind: gradual, start_epoch: 0, end_epoch: 1, steps: 8}}}}')
+            'skip_first: false, score_batches: 64, schedule: {{kind: gradual, start_epoch: 0, end_epoch: 0.5, '
+            'steps: 8}}}}')
 ROWS = {
     'knapsack_1.3x': ([KNAPSACK.format(target='{speedup: 1.3, batch: 64}')], {'speedup': 1.3, 'drop': 1.0}),
     'knapsack_1.6x': ([KNAPSACK.format(target='{speedup: 1.6, batch: 64}')], {'speedup': 1.6, 'drop': 2.0}),

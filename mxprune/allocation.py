@@ -90,8 +90,9 @@ class Problem:
     A group's candidate widths are the multiples of `step` (and of its `blocks`: grouped convolutions keep equal
     counts per conv group) from its `lo` up to what it keeps now, plus what it keeps now; groups narrower than `step`
     take any width. `step_ratio` < 1 also keeps each group within that fraction of its live channels of where it is
-    (at least one width down is always allowed): a trust region for one step of a gradual schedule. `fixed` holds
-    the keep-masks of the groups not allocated here (their cost counts, unchanged).
+    (at least one width down is always allowed): a trust region for one step of a gradual schedule. `whole_steps`:
+    a width left between steps by a gradual schedule that is not an allowed width itself must be left (the last
+    step). `fixed` holds the keep-masks of the groups not allocated here (their cost counts, unchanged).
     """
     scores: Dict[int, np.ndarray]
     current: Dict[int, np.ndarray]
@@ -103,6 +104,7 @@ class Problem:
     fixed: Dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     describe: Optional[Callable[[float], str]] = None  # a cost in the target's words, for messages
     step_ratio: float = 1.0
+    whole_steps: bool = False  # what a group keeps now is a candidate only if it is an allowed width itself
 
     def __post_init__(self):
         self._widths: Dict[int, np.ndarray] = {}
@@ -122,7 +124,10 @@ class Problem:
             unit = unit if size >= unit else b
             lo = min(max(1, self.lo.get(gi, 1)), alive)
             first = -(-lo // unit) * unit
-            widths = np.array(sorted(set(range(first, alive, unit)) | {alive}), np.int64)
+            widths = set(range(first, alive, unit))
+            if not widths or not self.whole_steps or alive % unit == 0 or alive == size:
+                widths.add(alive)
+            widths = np.array(sorted(widths), np.int64)
             if self.step_ratio < 1.0 and len(widths) > 1:
                 floor = alive - max(unit, int(self.step_ratio * alive + 1e-9) // unit * unit)
                 if not getattr(self.cost, 'monotone', False):

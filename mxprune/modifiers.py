@@ -275,6 +275,13 @@ class PruningModifier:
     def structured(self) -> bool:
         return self.granularity == 'channel'
 
+    @property
+    def reset_scores(self) -> bool:
+        """Whether gradient scores start afresh after each update. On the 'plan' path they accumulate over the whole
+        schedule: each step re-plans the final widths, and a plan that follows the last few dozen batches alone swings
+        between very different architectures of nearly equal saliency."""
+        return self.path != 'plan'
+
     def bind(self, graph: DependencyGraph) -> None:
         """Finds the groups (structured) or layers (unstructured) this modifier may prune."""
         if self.structured:
@@ -346,7 +353,8 @@ class PruningModifier:
             lo={gi: self._limits(session.group_size[gi], int(current[gi].sum()))[0] for gi in scores},
             step=self.round_to, blocks={gi: session.groups_by_index[gi].blocks for gi in scores},
             fixed={gi: k for gi, k in session.group_keep.items() if gi not in scores},
-            describe=self._describe(cost), step_ratio=self.step_ratio if fraction < 1.0 - 1e-9 else 1.0)
+            describe=self._describe(cost), step_ratio=self.step_ratio if fraction < 1.0 - 1e-9 else 1.0,
+            whole_steps=fraction >= 1.0 - 1e-9)
 
     def decide_groups(self, session, fraction: float) -> Dict[int, np.ndarray]:
         """New keep-masks {group index: bool mask} for this modifier's groups at schedule `fraction`."""
@@ -390,14 +398,16 @@ class PruningModifier:
         if self.target.kind in ('latency', 'speedup'):
             final = dataclasses.replace(final, budget=final.budget * self._correction)
         plan = self.allocator.allocate(final)
+        if self.latency_model is not None:
+            self.latency_model.table.save()
         share = (fraction - self.last_fraction) / max(1e-12, 1.0 - self.last_fraction)
         counts = {}
         for gi, goal in plan.items():
-            widths = final.widths(gi)
-            alive = final.alive(gi)
+            # any width in between, not only round_to's: the steps before the last are masks, never timed, and a cut
+            # of a narrow group (16 -> 8) then comes a few channels at a time
+            alive, blocks = final.alive(gi), final.blocks.get(gi, 1)
             want = alive - share * (alive - goal)
-            allowed = widths[widths >= goal]
-            counts[gi] = int(allowed[np.argmin(np.abs(allowed - want) - 1e-9 * allowed)])  # ties: the wider
+            counts[gi] = int(min(alive, max(goal, int(np.floor(want / blocks + 0.5)) * blocks)))
         self.plan_steps.append({'fraction': fraction, 'plan_cost': final.total(plan), 'step_cost': final.total(counts),
                                 'budget': final.budget})
         return counts
@@ -418,6 +428,7 @@ class PruningModifier:
             keep = p.keep(counts)
             found = {'predicted_ms': p.total(counts), 'measured_ms': m.measure(keep), 'rounds': [{}]}
         self._correction = found['predicted_ms'] / found['measured_ms']
+        m.table.save()  # entries measured for this step's curves serve the next run on this machine
         self.latency_steps.append({'fraction': fraction, 'budget_ms': p.budget, 'predicted_ms': found['predicted_ms'],
                                    'measured_ms': found['measured_ms'], 'passes': len(found['rounds'])})
         if last:

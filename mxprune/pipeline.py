@@ -369,6 +369,13 @@ def prune_phase(s: Setup, net):
             state.set('prune_steps', [r for r in state.get('prune_steps', []) if r['step'] < sess.step] + [row])
             s.run.log({'event': 'prune_step', **row})
         session.after_prune.append(evaluate_step)
+        batches = max(c.score_batches for c in rec.pruning)
+        if batches and any(m.criterion.needs_grad for m in mods) and not train_mod.Checkpointer(s.run.path,
+                                                                                                 'prune').latest():
+            # gradient scores of the trained net before any fine-tuning step, for the first update (one-shot at
+            # epoch 0, or the first plan of a gradual schedule)
+            session.accumulate(_take(s.train_loader.epoch(0), batches), mx.gluon.loss.SoftmaxCrossEntropyLoss(),
+                               s.ctx)
         if split > 0:
             _fit(s, net, rec.finetune, 'prune', hooks=[session, *_worker_hooks(s, net, session)],
                  trainer_factory=trainer,
@@ -378,11 +385,6 @@ def prune_phase(s: Setup, net):
             if ck.latest() and session.step == 0:  # resumed past the end of this phase
                 ck.load(net, s.ctx)
                 session.load_state(ck.folder())
-        else:
-            batches = max(c.score_batches for c in rec.pruning)
-            if any(m.criterion.needs_grad for m in mods) and batches:
-                session.accumulate(_take(s.train_loader.epoch(0), batches), mx.gluon.loss.SoftmaxCrossEntropyLoss(),
-                                   s.ctx)
         session.catch_up()
         at = train_mod.evaluate(net, s.test_loader, s.ctx, progress=s.progress, desc='eval at pruning',
                                 reduce=_reduce(s))

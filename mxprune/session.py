@@ -156,7 +156,8 @@ class Session:
                     old = self.weight_keep.get(path)
                     self.weight_keep[path] = keep if old is None else keep & old
             mod.last_fraction = f
-            mod.criterion.reset()
+            if mod.reset_scores:
+                mod.criterion.reset()
         self.apply_masks(zero_grads=zero_grads)
         if self.sync is not None:
             self.sync.check_masks(self)

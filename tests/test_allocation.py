@@ -310,7 +310,7 @@ def test_a_gradual_schedule_with_a_step_ratio_spreads_the_cut_and_still_ends_on_
 def test_the_plan_path_moves_every_group_part_of_the_way_to_the_final_plan_and_ends_on_the_target():
     net = nets.build('depthwise')
     sched = schedules.Gradual(0, 1, steps=4, curve='cubic')
-    mod = mp.PruningModifier('l2', target={'macs': 0.5}, schedule=sched, round_to=2)
+    mod = mp.PruningModifier('l2', target={'macs': 0.5}, schedule=sched, round_to=4)
     assert mod.path == 'plan'
     s = mp.Session(net, IN, 8, [mod])
     for _ in range(9):
@@ -322,5 +322,7 @@ def test_the_plan_path_moves_every_group_part_of_the_way_to_the_final_plan_and_e
     costs = [h['shrunk_macs'] for h in s.history]
     assert all(a >= b for a, b in zip(costs, costs[1:])) and costs[0] < s.dense_count.macs
     assert costs[-1] <= 0.5 * s.dense_count.macs
+    sizes = {g.name: g.size for g in s.graph.groups}
+    assert all(n % 4 == 0 or n == sizes[name] for name, n in s.history[-1]['widths'].items())  # round_to at the end
     with pytest.raises(mp.MxPruneError, match='path'):
         mp.PruningModifier('l2', path='greedy')

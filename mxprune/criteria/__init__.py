@@ -181,8 +181,10 @@ class GroupTaylor(Criterion):
     needs_grad = True
     structured_only = True
 
-    def __init__(self, reduction: str = 'sum', normalizer: Optional[str] = None, members: str = 'all'):
+    def __init__(self, reduction: str = 'sum', normalizer: Optional[str] = None, members: str = 'all',
+                 squared: bool = False):
         super().__init__(reduction, normalizer, members)
+        self.squared = squared
         self.plans: List[tuple] = []
 
     def bind(self, groups):
@@ -216,7 +218,7 @@ class GroupTaylor(Criterion):
                 if bias:
                     per = per + self._summed(m.layer.params['bias'], lambda w, d: w * d)
                 np.add.at(t, m.channels, per[m.positions].sum(axis=1))
-            term = mx.nd.array(np.abs(t), dtype='float64')
+            term = mx.nd.array(t * t if self.squared else np.abs(t), dtype='float64')
             self.acc[g.name] = term if g.name not in self.acc else self.acc[g.name] + term
         self.batches += 1
 
