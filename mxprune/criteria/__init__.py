@@ -8,9 +8,9 @@ groups can be ranked together (global scope). Higher score = more important = ke
     l1, l2   magnitude (Li et al. 2017 filter pruning; Torch-Pruning GroupMagnitudeImportance)
     grad     accumulated |g|
     taylor   accumulated |w * g| over batches, per weight
-    group_taylor  the loss change of removing a whole group channel, first order: per batch |sum over the group's
-             BatchNorm gates of gamma g_gamma + beta g_beta| (Molchanov et al. 2019; HALP), averaged over batches;
-             in loss units, so groups compare without normalisation
+    group_taylor  the loss change of removing a whole group channel, first order: per batch the sum over the
+             group's BatchNorm gates of |gamma g_gamma + beta g_beta| (Molchanov et al. 2019; HALP), averaged over
+             batches; in loss units, so groups compare without normalisation
     bn_gamma |gamma| of the group's BatchNorms (Network Slimming, Liu et al. 2017)
     fpgm     distance of each filter to the others (geometric median; He et al. 2019)
     random   uniform, seeded
@@ -173,10 +173,13 @@ class GroupTaylor(Criterion):
 
     Zeroing a BatchNorm's output channel c changes the loss by about -(gamma_c dL/dgamma_c + beta_c dL/dbeta_c)
     (Molchanov et al. 2019, "Importance Estimation for Neural Network Pruning", the gate form HALP also uses). A
-    group's channel is removed from every layer it couples, so per batch the terms of all the group's BatchNorms are
-    summed before the absolute value; a group without BatchNorm uses its producers' sum of w dL/dw over the channel's
-    filter and bias instead. Scores are the mean over the batches since the last update. They are in units of loss,
-    comparable from one group to the next as they are: the default normalizer is None.
+    group's channel is removed from every layer it couples, and its score is the sum of the absolute terms of the
+    group's BatchNorms (HALP's group importance): summed with their signs first, the terms of a residual stream's
+    producers can cancel and make a channel that every block reads look free to remove. A group without BatchNorm
+    uses its producers' |sum of w dL/dw| over the channel's filter and bias instead. Scores are the mean over the
+    batches (since the last update, or over the whole schedule on the 'plan' path); `squared` takes the mean of the
+    squares (Fisher-like). They are in units of loss, comparable from one group to the next as they are: the
+    default normalizer is None.
     """
     needs_grad = True
     structured_only = True
@@ -206,19 +209,20 @@ class GroupTaylor(Criterion):
         cache: Dict[int, np.ndarray] = {}
         for g, gates, filters in self.plans:
             t = np.zeros(g.size)
+            power = (lambda v: v * v) if self.squared else np.abs
             for layer, chans, pos in gates:
                 if id(layer) not in cache:
                     cache[id(layer)] = self._summed(layer.params['gamma'], lambda w, d: w * d) + \
                         self._summed(layer.params['beta'], lambda w, d: w * d)
-                np.add.at(t, chans, cache[id(layer)][pos])
+                np.add.at(t, chans, power(cache[id(layer)][pos]))
             for m, bias in filters:
                 w = self._summed(m.layer.params['weight'], lambda w, d: w * d)
                 moved = np.moveaxis(w, m.axis, 0)
                 per = moved.reshape(moved.shape[0], -1).sum(axis=1)
                 if bias:
                     per = per + self._summed(m.layer.params['bias'], lambda w, d: w * d)
-                np.add.at(t, m.channels, per[m.positions].sum(axis=1))
-            term = mx.nd.array(t * t if self.squared else np.abs(t), dtype='float64')
+                np.add.at(t, m.channels, power(per[m.positions].sum(axis=1)))
+            term = mx.nd.array(t, dtype='float64')
             self.acc[g.name] = term if g.name not in self.acc else self.acc[g.name] + term
         self.batches += 1
 
