@@ -120,17 +120,7 @@ def plot(rows, dense_top1: float, path: str) -> None:
 
 def main() -> None:
     import argparse
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--data-dir', default=os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10'))
-    p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'table'))
-    p.add_argument('--rows', default=','.join(ROWS))
-    args = p.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    args.out = os.path.relpath(os.path.abspath(args.out), ROOT)
-    args.data_dir = os.path.relpath(os.path.abspath(args.data_dir), ROOT)
-    os.chdir(ROOT)
-    results = os.path.join(HERE, 'results')
-    os.makedirs(results, exist_ok=True)
+    args, results = table.parse_args(argparse.ArgumentParser(description=__doc__.split('\n\n')[0]), ROWS)
     names = [n for n in args.rows.split(',') if n]
     unknown = [n for n in names if n not in ROWS]
     if unknown:

@@ -69,20 +69,25 @@ def run(cmd: list, out: str, log) -> float:
     return time.time() - tic
 
 
-def main() -> None:
-    import argparse
-    p = argparse.ArgumentParser()
+def parse_args(p, rows: dict):
+    """--data-dir, --out and --rows, with paths made relative to the checkout's root (the printed commands run from
+    there, so they can be pasted anywhere); changes to the root. Returns (args, the bench/results folder)."""
     p.add_argument('--data-dir', default=os.path.join(ROOT, '..', 'shared', 'datasets', 'cifar10'))
     p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'table'))
-    p.add_argument('--rows', default=','.join(ROWS))
+    p.add_argument('--rows', default=','.join(rows))
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    # commands run from the checkout's root: print the paths relative to it, so they can be pasted anywhere
     args.out = os.path.relpath(os.path.abspath(args.out), ROOT)
     args.data_dir = os.path.relpath(os.path.abspath(args.data_dir), ROOT)
     os.chdir(ROOT)
     results = os.path.join(HERE, 'results')
     os.makedirs(results, exist_ok=True)
+    return args, results
+
+
+def main() -> None:
+    import argparse
+    args, results = parse_args(argparse.ArgumentParser(), ROWS)
     with open(os.path.join(args.out, 'commands.log'), 'a', encoding='utf-8') as log:
         dense_dir = os.path.join(args.out, 'dense')
         run(command(dense_dir, ['pruning=[]'], args.data_dir), dense_dir, log)
