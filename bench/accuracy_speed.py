@@ -65,6 +65,17 @@ def cpu_line() -> dict:
     return {'model': model, 'isa': isa, 'cores': os.cpu_count(), 'flags': flags}
 
 
+def row_config(run: str) -> dict:
+    """The allocator, criterion and target a run's saved recipe resolved to."""
+    from mxprune import modifiers, recipe
+    p = recipe.load(os.path.join(run, 'recipe.yaml')).pruning[0]
+    target = {k: v for k, v in vars(p.target).items() if v is not None}
+    if target.keys().isdisjoint(('speedup', 'latency')):
+        target.pop('batch', None)
+    return {'allocator': modifiers.resolve_allocator(p.allocator, p.scope, p.ratios), 'criterion': p.criterion,
+            'target': target}
+
+
 def time_together(runs: dict, batches=(64, 1)) -> dict:
     """{row: {batch: speed-up}}: the dense net and every row's pruned net timed in the same interleaved rounds."""
     import _bootstrap  # noqa: F401
@@ -150,16 +161,13 @@ def main() -> None:
     rows = []
     for name in names:
         r, goal = reports[name], ROWS[name][1]
-        item = r['pruning'][0] if r.get('pruning') else {}
         steps = [{'step': s['step'], 'epoch': s['epoch'], 'top1': s['top1'], 'macs_ratio': s['macs_ratio']}
                  for s in r.get('prune_steps', [])]
         at = r.get('at_pruning') or {}
         steps.append({'step': at.get('step'), 'epoch': at.get('epoch'), 'top1': at.get('top1'),
                       'macs_ratio': r['ratios']['macs']})
         drop = 100 * (dense['test_top1'] - r['pruned']['top1'])
-        row = {'name': name, 'allocator': item.get('allocator') or {'local': 'uniform', 'global': 'threshold'}.get(
-                   item.get('scope'), 'knapsack'),
-               'criterion': item.get('criterion'), 'target': item.get('target'),
+        row = {'name': name, **row_config(runs[name]),
                'speedup_b64': speed[name]['64']['speedup'], 'speedup_b1': speed[name]['1']['speedup'],
                'own_run_speedup_b64': r.get('speed', {}).get('batches', {}).get('64', {}).get('speedup'),
                'macs_ratio': r['ratios']['macs'], 'params_ratio': r['ratios']['params'],
