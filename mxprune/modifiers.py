@@ -268,7 +268,7 @@ class PruningModifier:
         self.latency_report: Optional[dict] = None
         self.latency_steps: List[dict] = []
         self.plan_steps: List[dict] = []
-        self._correction = 1.0  # predicted / measured ms of the last net timed (latency targets)
+        self.correction = 1.0  # predicted / measured ms of the last net timed (latency targets)
         self._cost = None
 
     @property
@@ -396,7 +396,7 @@ class PruningModifier:
         final budget (two groups narrowed together to a fast width) are then out of reach."""
         final = self.problem(session, scores, current, 1.0)
         if self.target.kind in ('latency', 'speedup'):
-            final = dataclasses.replace(final, budget=final.budget * self._correction)
+            final = dataclasses.replace(final, budget=final.budget * self.correction)
         plan = self.allocator.allocate(final)
         if self.latency_model is not None:
             self.latency_model.table.save()
@@ -419,7 +419,7 @@ class PruningModifier:
         an earlier one cut). The last step searches up to 4 measured passes (`allocation.search`)."""
         m, last = self.latency_model, fraction >= 1.0 - 1e-9
         try:
-            counts, found = allocation_mod.search(self.allocator, p, m, p.budget, goal=p.budget * self._correction,
+            counts, found = allocation_mod.search(self.allocator, p, m, p.budget, goal=p.budget * self.correction,
                                                   rounds=4 if last else 1)
         except OverPruneError:
             if last:
@@ -427,7 +427,7 @@ class PruningModifier:
             counts = p.cheapest()  # a step before the last, held back by step_ratio: as far as it may go
             keep = p.keep(counts)
             found = {'predicted_ms': p.total(counts), 'measured_ms': m.measure(keep), 'rounds': [{}]}
-        self._correction = found['predicted_ms'] / found['measured_ms']
+        self.correction = found['predicted_ms'] / found['measured_ms']
         m.table.save()  # entries measured for this step's curves serve the next run on this machine
         self.latency_steps.append({'fraction': fraction, 'budget_ms': p.budget, 'predicted_ms': found['predicted_ms'],
                                    'measured_ms': found['measured_ms'], 'passes': len(found['rounds'])})

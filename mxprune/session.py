@@ -307,7 +307,11 @@ class Session:
         return {'step': self.step,
                 'groups': {self.groups_by_index[gi].name: np.flatnonzero(k).tolist()
                            for gi, k in self.group_keep.items() if not k.all()},
-                'history': self.history}
+                'history': self.history,
+                # what the scores are averaged over and the last measured/predicted latency: a resumed run
+                # decides the next update as the uninterrupted one would
+                'modifiers': [{'batches': m.criterion.batches, 'correction': m.correction}
+                              for m in self.modifiers]}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores the step and group masks; unstructured masks come back with the mask parameters."""
@@ -330,6 +334,9 @@ class Session:
             if not m.all():
                 self.weight_keep[layer.path] = m != 0
         self.history = list(state.get('history', []))
+        for mod, saved in zip(self.modifiers, state.get('modifiers', [])):
+            mod.criterion.batches = int(saved['batches'])
+            mod.correction = float(saved['correction'])
 
     def save_state(self, folder: str) -> None:
         with open(os.path.join(folder, 'session.json'), 'w', encoding='utf-8') as f:

@@ -211,7 +211,7 @@ def test_a_measured_latency_target_is_refused_with_several_workers():
     from mxprune import pipeline, recipe
     from mxprune.errors import RecipeError
     rec = recipe.load(os.path.join(ROOT, 'recipes', 'quickstart.yaml'),
-                      ['pruning.0.target={speedup: 1.5}', 'pruning.0.scope=global'])
+                      ['pruning.0.target={speedup: 1.5}'])
     two = types.SimpleNamespace(num_workers=2, rank=0)
     with pytest.raises(RecipeError, match=r'pruning\.0\.target: a speedup target is not allowed with 2 workers'):
         pipeline._worker_data(rec, two, False)

@@ -168,6 +168,19 @@ def test_masks_save_and_load_with_params_and_dense_checkpoints_still_load(tmp_pa
     np.testing.assert_allclose(again(x).asnumpy(), nets.build('concat')(x).asnumpy(), atol=1e-5)
 
 
+def test_saved_state_carries_what_the_next_update_decides_with(tmp_path):
+    # scores are a mean over the batches gathered so far and a latency target's budget is corrected by the last net
+    # measured: a resumed run must decide its next update with both, as the uninterrupted run does
+    net = nets.build('concat')
+    s = session(net, target=0.5)
+    s.modifiers[0].criterion.batches = 7
+    s.modifiers[0].correction = 0.93
+    s.save_state(str(tmp_path))
+    fresh = session(nets.build('concat'), target=0.5)
+    fresh.load_state(str(tmp_path))
+    assert fresh.modifiers[0].criterion.batches == 7 and fresh.modifiers[0].correction == 0.93
+
+
 def test_fold_and_remove_restore_a_plain_block():
     net = nets.build('depthwise')
     s = session(net, target=0.4)
