@@ -9,7 +9,7 @@ with open(os.path.join(HERE, 'mxprune', 'version.py'), encoding='utf-8') as f:
     VERSION = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
 
 # mxnet 1.9.1 imports only with numpy 1.23.x (1.24 removed np.bool); GluonCV's unpinned dependencies would pull
-# numpy 2, so they are held at releases built for numpy 1.23 (see MXNET_NOTES.md).
+# numpy 2, so they are held at releases built for numpy 1.23.
 REQUIRES = [
     'mxnet==1.9.1',
     'numpy==1.23.5',
@@ -29,8 +29,9 @@ setup(
     long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mxprune', 'mxprune.*']),
-    python_requires='>=3.8',
+    python_requires='>=3.8,<3.12',
     install_requires=REQUIRES,
+    entry_points={'console_scripts': ['mxprune = mxprune.console:main']},
     extras_require={
         'test': ['pytest>=7', 'hypothesis>=6', 'onnx==1.14.1'],
         # onnxruntime declares numpy>=1.24.2 on every Python 3.11 wheel, which breaks mxnet: install it with

@@ -24,6 +24,7 @@ cost first. On a cost that is additive (channels) the first solution is the exac
 timed beside the dense net, and the measured/predicted ratio corrects the budget of the next pass.
 """
 import dataclasses
+import heapq
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -386,33 +387,81 @@ class Knapsack(Allocator):
         self.report = {'rounds': rounds, 'cost': p.total(best), 'budget': p.budget, 'value': p.value(best)}
         return p.check(best)
 
-    @staticmethod
-    def _steps(p: Problem, counts: Dict[int, int], direction: int):
-        """For every group that can move one candidate width (up: +1, down: -1): (gi, width, cost after, saliency
-        change, cost now), the cost exact (the group's curve with the others held)."""
-        keep = p.keep(counts)
-        now = float(p.cost.total(keep))
-        out = []
-        for gi in p.groups:
-            widths = p.widths(gi)
-            i = int(np.searchsorted(widths, counts[gi])) + direction
-            if not 0 <= i < len(widths):
-                continue
-            mask = p.masks(gi, [widths[i]])
-            cost = float(p.cost.curve(gi, mask, keep, now)[0])
-            gain = float(np.where(mask[0], p.scores[gi], 0.0).sum() - np.where(keep[gi], p.scores[gi], 0.0).sum())
-            out.append((gi, int(widths[i]), cost, gain, now))
-        return out
-
     def fill(self, p: Problem, counts: Dict[int, int]) -> Dict[int, int]:
-        """Widens one group at a time, most saliency regained per cost added, while the net still fits."""
+        """Widens one group at a time by one candidate width, most saliency regained per cost added, while the net
+        still fits. A net of hundreds of groups at round_to 1 needs thousands of such moves, so a move costs again
+        only what it can change: on MACs, parameters or channels (monotone costs, scores >= 0) widening a group never
+        makes widening another cheaper, so a ratio costed before a neighbour moved is an upper bound and only the
+        best one is costed again before it is taken (lazy greedy); on a latency table every neighbour of the moved
+        group (`_neighbours`) is costed again at once."""
         counts = dict(counts)
+        keep = p.keep(counts)
+        state = {'now': float(p.cost.total(keep)), 'moves': 0}
+        near = _neighbours(p.cost, p.groups)
+        kept = {gi: float(np.where(keep[gi], p.scores[gi], 0.0).sum()) for gi in p.groups}
+        order = {gi: k for k, gi in enumerate(p.groups)}
+
+        def step(gi):  # (width, mask, cost added, saliency regained) of group gi's next candidate width, or None
+            widths = p.widths(gi)
+            i = int(np.searchsorted(widths, counts[gi])) + 1
+            if i >= len(widths):
+                return None
+            mask = p.masks(gi, [widths[i]])
+            now = state['now']
+            added = float(p.cost.curve(gi, mask, keep, now)[0]) - now
+            return int(widths[i]), mask[0], added, float(np.where(mask[0], p.scores[gi], 0.0).sum()) - kept[gi]
+
+        def ratio(s) -> float:
+            return s[3] / max(s[2], 1e-12)
+
+        def move(gi, s) -> None:
+            counts[gi], keep[gi], kept[gi] = s[0], s[1], kept[gi] + s[3]
+            state['moves'] += 1
+            # the running sum is exact up to rounding; summed again now and then so that it cannot drift
+            state['now'] = float(p.cost.total(keep)) if state['moves'] % 64 == 0 else state['now'] + s[2]
+
+        steps = {gi: step(gi) for gi in p.groups}
+        if getattr(p.cost, 'monotone', False) and all((p.scores[gi] >= 0).all() for gi in p.groups):
+            heap = [(-ratio(s), order[gi], gi) for gi, s in steps.items() if s is not None]
+            heapq.heapify(heap)
+            dirty = set()
+            while heap:
+                _, _, gi = heapq.heappop(heap)
+                if gi in dirty:  # costed before a neighbour moved: cost it again and put it back in line
+                    dirty.discard(gi)
+                    steps[gi] = step(gi)
+                elif p.fits(state['now'] + steps[gi][2]):
+                    move(gi, steps[gi])
+                    dirty |= near[gi] - {gi}
+                    steps[gi] = step(gi)
+                else:
+                    continue  # costs only grow and the budget left only shrinks: it will never fit
+                if steps[gi] is not None:
+                    heapq.heappush(heap, (-ratio(steps[gi]), order[gi], gi))
+            return counts
         while True:
-            steps = [s for s in self._steps(p, counts, +1) if p.fits(s[2])]
-            if not steps:
+            fit = [(gi, s) for gi, s in steps.items() if s is not None and p.fits(state['now'] + s[2])]
+            if not fit:
                 return counts
-            gi, w, _, _, _ = max(steps, key=lambda s: s[3] / max(s[2] - s[4], 1e-12))
-            counts[gi] = w
+            gi, s = max(fit, key=lambda t: ratio(t[1]))
+            move(gi, s)
+            for gj in near[gi]:
+                steps[gj] = step(gj)
+
+
+def _neighbours(cost, groups: Sequence[int]) -> Dict[int, set]:
+    """For each group, the groups whose cost of widening can change when it moves: those sharing a layer with it
+    on a layer-sum cost (`flops.LayerCost`), none on a channel count, every group on a cost model of unknown form."""
+    if isinstance(cost, ChannelCost):
+        return {gi: {gi} for gi in groups}
+    touching = getattr(getattr(cost, 'index', None), 'touching', None)
+    if touching is None:
+        return {gi: set(groups) for gi in groups}
+    on_layer: Dict[int, set] = {}
+    for gi in groups:
+        for i in touching.get(gi, ()):
+            on_layer.setdefault(i, set()).add(gi)
+    return {gi: {gi}.union(*(on_layer[i] for i in touching.get(gi, ()))) for gi in groups}
 
 
 def get(spec, **kwargs) -> Allocator:

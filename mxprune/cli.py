@@ -14,6 +14,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps a command's docstring as written (its example lines) and shows each option's default, unless it has
+    none worth showing (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help or ''
+        return super()._get_help_string(action)
+
+
+def command_parser(name: str, doc: str, **kwargs) -> ArgumentParser:
+    """The parser of `mxprune <name>`; its help is the command module's docstring, examples included."""
+    return ArgumentParser(prog=f'mxprune {name}', description=doc, formatter_class=HelpFormatter, **kwargs)
+
+
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> None:
     """Runs a tool's main; MxPruneError -> 'error: ...' and exit 2; Ctrl-C -> exit 130."""
     try:

@@ -5,6 +5,7 @@ unknown keys, wrong types and out-of-range values with the full path of the offe
 allowed; `to_dict` gives back plain data that `from_dict` turns into an equal object (the round trip is tested).
 """
 import dataclasses
+import inspect
 import math
 import typing
 from typing import Any, Dict, List, Optional, Type, TypeVar
@@ -168,21 +169,99 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def describe(cls: Type[Any], path: str = '') -> List[str]:
-    """One line per field: dotted path, type, default and allowed values (for docs and --help)."""
-    lines = []
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One key of a config section, as schema() lists it."""
+    path: str  # dotted; the items of a list of sections are name[]
+    type: str
+    default: Any  # dataclasses.MISSING for a required key; a section key's default is an object
+    help: str
+    choices: Optional[tuple] = None
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    section: bool = False  # a section (or a list of them) that schema() lists on its own
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A dataclass of a config tree: its keys, and what it holds when it is left out entirely."""
+    path: str  # '' for the top level
+    help: str  # the help of the key holding it
+    doc: str  # the dataclass's own docstring, if it has one
+    keys: List[Key]
+    left_out: Dict[str, Any]  # keys whose value differs from their default when the whole section is left out
+
+
+def _section_class(tp: Any) -> tuple:
+    """(dataclass, path suffix) of a key that holds a section, a section or null, or a list of sections."""
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not _NONE]
+    if dataclasses.is_dataclass(tp):
+        return tp, ''
+    if origin is typing.Union and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0], ''
+    if origin in (list, List) and dataclasses.is_dataclass(args[0]):
+        return args[0], '[]'
+    return None, ''
+
+
+def short_type(tp: Any) -> str:
+    """A key's type in a word or three: int, float or null, list of str, section, ..."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        kept = [a for a in args if a is not _NONE]
+        return ' or '.join([short_type(a) for a in kept] + (['null'] if len(kept) < len(args) else []))
+    if origin in (list, List):
+        return 'list of sections' if dataclasses.is_dataclass(args[0]) else f'list of {short_type(args[0])}'
+    if origin in (dict, Dict):
+        return f'map of {short_type(args[0])} to {short_type(args[1])}'
+    if dataclasses.is_dataclass(tp):
+        return 'section'
+    return {int: 'int', float: 'float', str: 'str', bool: 'bool', Any: 'any'}.get(tp, getattr(tp, '__name__', str(tp)))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _own_doc(cls: Type[Any]) -> str:
+    doc = inspect.cleandoc(cls.__doc__ or '')
+    return '' if doc.startswith(cls.__name__ + '(') else doc  # dataclasses make up a signature as the docstring
+
+
+def schema(cls: Type[Any], path: str = '', help: str = '', left_out: Any = None) -> List[Section]:
+    """Every section of a dataclass tree, the top one first and each followed by the sections inside it.
+
+    Args:
+        cls: the top dataclass.
+        path: the dotted path of `cls` inside its file.
+        help: the help of the key holding `cls`.
+        left_out: the object the key holding `cls` defaults to (None: no default, or null).
+    """
     hints = typing.get_type_hints(cls)
+    keys, inner = [], []
     for f in dataclasses.fields(cls):
-        sub = f'{path}.{f.name}' if path else f.name
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.extend(describe(tp, sub))
+        if not f.init:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else '(required)')
-        meta = f.metadata
-        allowed = ''
-        if meta.get('choices'):
-            allowed = ' one of ' + '|'.join(str(c) for c in meta['choices'])
-        lines.append(f'{sub}: {_type_name(tp)} = {default!r}{allowed}  {meta.get("help", "")}'.rstrip())
-    return lines
+        sub = f'{path}.{f.name}' if path else f.name
+        meta, default = f.metadata, _default(f)
+        sub_cls, suffix = _section_class(hints[f.name])
+        keys.append(Key(sub, short_type(hints[f.name]), default, meta.get('help', ''), meta.get('choices'),
+                        meta.get('lo'), meta.get('hi'), bool(meta.get('lo_open')), bool(meta.get('hi_open')),
+                        sub_cls is not None))
+        if sub_cls is not None:
+            inner.extend(schema(sub_cls, sub + suffix, meta.get('help', ''), default))
+    differs = {}
+    if dataclasses.is_dataclass(left_out):  # e.g. finetune: TrainConfig with its own epochs and lr
+        for k in keys:
+            name = k.path.rsplit('.', 1)[-1]
+            if getattr(left_out, name) != k.default:
+                differs[name] = getattr(left_out, name)
+    return [Section(path, help, _own_doc(cls), keys, differs)] + inner

@@ -68,12 +68,23 @@ def default_root(dataset: str) -> str:
     return os.path.expanduser(os.path.join(home, 'datasets', dataset))
 
 
-def resolve_root(dataset: str, recipe_root: Optional[str] = None, cli_root: Optional[str] = None) -> str:
-    """--data-dir wins over $MXPRUNE_DATA, which wins over the recipe's data.root; else MXNet's cache."""
-    for root in (cli_root, os.environ.get(ENV_DATA), recipe_root):
+CACHE = 'MXNet cache'
+
+
+def root_source(dataset: str, recipe_root: Optional[str] = None, cli_root: Optional[str] = None) -> Tuple[str, str]:
+    """(data folder, where it came from): --data-dir wins over the recipe's data.root, which wins over
+    $MXPRUNE_DATA (a setting written in the file is not silently replaced by the environment); else MXNet's cache
+    (`CACHE`), the only folder a missing dataset is downloaded into unless the recipe says `format: download`."""
+    env = os.environ.get(ENV_DATA)
+    for root, where in ((cli_root, '--data-dir'), (recipe_root, 'data.root'), (env, '$' + ENV_DATA)):
         if root:
-            return os.path.abspath(os.path.expanduser(root))
-    return default_root(dataset)
+            return os.path.abspath(os.path.expanduser(root)), where
+    return default_root(dataset), CACHE
+
+
+def resolve_root(dataset: str, recipe_root: Optional[str] = None, cli_root: Optional[str] = None) -> str:
+    """The data folder (`root_source` without the reason)."""
+    return root_source(dataset, recipe_root, cli_root)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,40 +244,44 @@ def _download(root: str, dataset: str, train: bool) -> ImageSet:
     return ImageSet(ds._data.asnumpy(), np.asarray(ds._label, dtype=np.int32), root)
 
 
-def load_cifar(dataset: str, root: str, train: bool, fmt: str = 'auto', limit: Optional[int] = None) -> ImageSet:
+def load_cifar(dataset: str, root: str, train: bool, fmt: str = 'auto', limit: Optional[int] = None,
+               source: str = '') -> ImageSet:
     """Loads a CIFAR split into memory from whatever layout the root holds.
 
     Args:
         dataset: cifar10 or cifar100.
         root: the data folder.
         train: the training split (else the test split).
-        fmt: auto, rec, bin, folder or download.
+        fmt: auto, rec, bin, folder or download; `local` is auto without the download.
         limit: keep only the first N images.
+        source: where the folder came from, for messages (`root_source`).
     """
     info = dataset_info(dataset)
     split = 'train' if train else 'test'
     looked = []
-    if fmt in ('auto', 'rec'):
+    local = ('auto', 'local')
+    if fmt in local + ('rec',):
         rec = os.path.join(root, f'{split}.rec')
         looked.append(rec)
         if os.path.isfile(rec):
             out = read_rec(rec, limit, info.image_shape)
             return _checked(out, info)
-    if fmt in ('auto', 'bin'):
+    if fmt in local + ('bin',):
         files = _bin_files(root, dataset, train)
         looked.append(os.path.join(root, '[cifar-*-bin*/]' + ('data_batch_*.bin' if dataset == 'cifar10' and train
                                                               else ('test_batch.bin' if dataset == 'cifar10'
                                                                     else f'{split}.bin'))))
         if files:
             return _checked(read_bin(files, dataset, limit), info)
-    if fmt in ('auto', 'folder'):
+    if fmt in local + ('folder',):
         folder = os.path.join(root, split)
         looked.append(os.path.join(folder, '<class>', '*.png|jpg'))
         if os.path.isdir(folder):
             return _checked(read_folder(folder, limit, info.image_shape, info.classes), info)
     if fmt in ('auto', 'download'):
         return _checked(_download(root, dataset, train).head(limit), info)
-    raise DataError(f'no {dataset} {split} data found; looked for {" | ".join(looked)}; {info.how_to_get}')
+    given = f' in the data folder {root} ({source})' if source else ''
+    raise DataError(f'no {dataset} {split} data found{given}; looked for {" | ".join(looked)}; {info.how_to_get}')
 
 
 def _checked(s: ImageSet, info: DatasetInfo) -> ImageSet:
@@ -524,7 +539,7 @@ class RecordIterLoader:
 
 
 def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_index: int = 0,
-                  input_size: int = 32, classes: Optional[int] = None):
+                  input_size: int = 32, classes: Optional[int] = None, source: str = CACHE):
     """Train and test loaders for a recipe's `data` section (see mxprune.recipe.DataConfig).
 
     Returns:
@@ -538,10 +553,12 @@ def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_ind
                                  num_parts=num_parts, part_index=part_index),
                 RecordIterLoader(rec['val'], cfg.test_batch_size, input_size, train=False, classes=classes,
                                  num_parts=num_parts, part_index=part_index), classes)
-    if not os.path.isdir(root) and cfg.format not in ('auto', 'download'):
-        raise DataError(f'data folder {root} does not exist; {info.how_to_get}')
-    train = load_cifar(cfg.dataset, root, True, cfg.format, cfg.train_limit)
-    test = load_cifar(cfg.dataset, root, False, cfg.format, cfg.test_limit)
+    # a folder the user named holds the data or the run stops here: no folder created, no download attempted
+    fmt = cfg.format if source == CACHE or cfg.format != 'auto' else 'local'
+    if not os.path.isdir(root) and fmt not in ('auto', 'download'):
+        raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
+    train = load_cifar(cfg.dataset, root, True, fmt, cfg.train_limit, source)
+    test = load_cifar(cfg.dataset, root, False, fmt, cfg.test_limit, source)
     a = cfg.augment
     aug = BatchAugment(info.mean, info.std, a.crop_pad, a.flip, a.cutout, a.random_erasing)
     plain = BatchAugment(info.mean, info.std)

@@ -396,10 +396,18 @@ class PruningModifier:
         final budget (two groups narrowed together to a fast width) are then out of reach."""
         final = self.problem(session, scores, current, 1.0)
         if self.target.kind in ('latency', 'speedup'):
-            final = dataclasses.replace(final, budget=final.budget * self.correction)
-        plan = self.allocator.allocate(final)
-        if self.latency_model is not None:
-            self.latency_model.table.save()
+            # the plan itself is built and timed (NetAdapt's passes): a table a few per cent pessimistic would
+            # otherwise steer every step toward a net faster than asked, and masks never grow back at the last step
+            m = self.latency_model
+            plan, found = allocation_mod.search(self.allocator, final, m, final.budget,
+                                                goal=final.budget * self.correction)
+            self.correction = found['predicted_ms'] / found['measured_ms']
+            m.table.save()
+            self.latency_steps.append({'fraction': fraction, 'budget_ms': final.budget, 'plan': True,
+                                       'predicted_ms': found['predicted_ms'], 'measured_ms': found['measured_ms'],
+                                       'passes': len(found['rounds'])})
+        else:
+            plan = self.allocator.allocate(final)
         share = (fraction - self.last_fraction) / max(1e-12, 1.0 - self.last_fraction)
         counts = {}
         for gi, goal in plan.items():

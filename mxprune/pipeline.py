@@ -72,6 +72,18 @@ class Setup:
     progress: bool = True
     resumed: bool = False
     workers: Any = None  # mxprune.distributed.Workers in a data-parallel run, else None
+    data_source: str = ''  # where data_root came from: --data-dir, data.root, $MXPRUNE_DATA or the MXNet cache
+
+
+def _producer(pretrained: str) -> str:
+    """What to run first for a missing `model.pretrained`: a run folder's dense.params is written by the recipe
+    of the same name (runs/<name>/dense.params <- recipes/<name>.yaml)."""
+    parts = os.path.normpath(pretrained).split(os.sep)
+    recipe = os.path.join('recipes', parts[-2] + '.yaml') if len(parts) >= 2 else ''
+    if parts[-1] == 'dense.params' and os.path.isfile(recipe):
+        return (f'it is written by python tools/prune.py --recipe {recipe} --out {os.path.dirname(pretrained)} '
+                f'(run that first)')
+    return 'give a .params file, or "zoo" for GluonCV\'s published weights'
 
 
 def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None, resume: bool = False,
@@ -86,18 +98,18 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     pretrained = recipe.model.pretrained
     if pretrained and pretrained != 'zoo' and not os.path.isfile(pretrained):
         raise ModelError(f'model.pretrained: {pretrained} not found (relative paths are read from '
-                         f'{os.getcwd()}); give a .params file, or "zoo" for GluonCV\'s published weights')
+                         f'{os.getcwd()}); {_producer(pretrained)}')
     ctx = train_mod.parse_ctx(recipe.train.ctx)
     for section in ('finetune', 'sparsity'):
         train_mod.parse_ctx(getattr(recipe, section).ctx)
-    root = data_mod.resolve_root(recipe.data.dataset, recipe.data.root, data_dir)
+    root, source = data_mod.root_source(recipe.data.dataset, recipe.data.root, data_dir)
     data_cfg = recipe.data
     if workers is not None:
         num_parts, part_index, data_cfg = workers.num_workers, workers.rank, _worker_data(recipe, workers, resume)
         progress, out = progress and workers.is_writer, workers.run_dir(out)
     train_loader, test_loader, classes = data_mod.build_loaders(
         data_cfg, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
-        input_size=recipe.model.input_size, classes=recipe.model.classes)
+        input_size=recipe.model.input_size, classes=recipe.model.classes, source=source)
     if pretrained and pretrained != 'zoo':  # a file that does not fit fails here, before the run folder exists
         zoo.load_params(zoo.get_model(recipe.model.name, classes=classes), pretrained, [mx.cpu()])
     run = RunFolder(out, recipe, resume)
@@ -105,7 +117,7 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
              'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples,
              **({'workers': workers.num_workers, 'rank': workers.rank} if workers is not None else {})})
-    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers)
+    return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers, source)
 
 
 def _worker_data(recipe: recipe_mod.Recipe, workers, resume: bool):

@@ -55,17 +55,18 @@ def curves(rows: Sequence[dict], path: str) -> str:
     return _save(fig, path)
 
 
-def accuracy_vs_macs(points: Sequence[dict], path: str, title: str = 'top-1 vs MACs') -> str:
-    """points: {'label', 'macs', 'top1'} (dense baselines with 'dense': True are drawn as stars)."""
+def accuracy_vs_macs(points: Sequence[dict], path: str, title: str = 'top-1 vs MACs', metric: str = 'top1',
+                     label: str = 'test top-1 (%)') -> str:
+    """points: {'label', 'macs', metric} (dense baselines with 'dense': True are drawn as stars)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for p in points:
-        ax.scatter(p['macs'] / 1e6, p['top1'] * 100, marker='*' if p.get('dense') else 'o', s=90 if p.get('dense')
+        ax.scatter(p['macs'] / 1e6, p[metric] * 100, marker='*' if p.get('dense') else 'o', s=90 if p.get('dense')
                    else 40)
-        ax.annotate(p['label'], (p['macs'] / 1e6, p['top1'] * 100), fontsize=7, xytext=(4, 3),
+        ax.annotate(p['label'], (p['macs'] / 1e6, p[metric] * 100), fontsize=7, xytext=(4, 3),
                     textcoords='offset points')
     ax.set_xlabel('MACs (M)')
-    ax.set_ylabel('test top-1 (%)')
+    ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)

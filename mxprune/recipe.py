@@ -39,7 +39,7 @@ class AugmentConfig:
 class DataConfig:
     dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet', 'voc'),
                         help='voc: a Pascal VOC layout folder, for tools/detect.py with a detection section')
-    root: Optional[str] = spec(None, help='data folder; --data-dir and $MXPRUNE_DATA override it')
+    root: Optional[str] = spec(None, help='data folder; --data-dir overrides it, and it overrides $MXPRUNE_DATA')
     format: str = spec('auto', choices=('auto', 'rec', 'bin', 'folder', 'download'))
     batch_size: int = spec(128, lo=1, hi=65536, help='per step, over all contexts')
     test_batch_size: int = spec(256, lo=1, hi=65536)

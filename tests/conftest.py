@@ -1,7 +1,7 @@
 import os
 import sys
 
-os.environ.setdefault('OMP_NUM_THREADS', '2')  # before mxnet is imported anywhere (MXNET_NOTES.md)
+os.environ.setdefault('OMP_NUM_THREADS', '2')  # before mxnet is imported anywhere
 os.environ.setdefault('MXNET_ENGINE_TYPE', 'NaiveEngine')  # bit-reproducible CPU runs (see tools/_bootstrap.py)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -143,6 +143,48 @@ def test_the_knapsack_lands_close_under_the_budget():
                 assert p.total({**counts, gi: int(w[i + 1])}) > p.budget
 
 
+def rescanning_fill(p, counts):
+    """The knapsack's fill written the slow way: every group's next width costed on the whole net at every move."""
+    counts = dict(counts)
+    while True:
+        best = None
+        for gi in p.groups:
+            w = p.widths(gi)
+            i = int(np.searchsorted(w, counts[gi])) + 1
+            if i < len(w):
+                wider = {**counts, gi: int(w[i])}
+                cost = p.total(wider)
+                if p.fits(cost):
+                    key = (p.value(wider) - p.value(counts)) / max(cost - p.total(counts), 1e-12)
+                    best = best if best is not None and best[0] >= key else (key, gi, int(w[i]))
+        if best is None:
+            return counts
+        counts[best[1]] = best[2]
+
+
+class NotMonotone:
+    """A cost model as a latency table looks to the fill: not known to be monotone (every neighbour costed again)."""
+    monotone = False
+
+    def __init__(self, cost):
+        self.cost = cost
+
+    def __getattr__(self, name):
+        return getattr(self.cost, name)
+
+
+@pytest.mark.parametrize('lazy', [True, False])
+@pytest.mark.parametrize('name, kind', [('residual', 'macs'), ('concat', 'params'), ('depthwise', 'macs'),
+                                        ('residual', 'channels')])
+def test_the_fill_costing_only_what_a_move_changes_equals_a_rescan_of_the_whole_net(name, kind, lazy):
+    for seed in range(3):
+        p = problem(name, kind, 0.55, 1, seed)
+        if not lazy:
+            p = dataclasses.replace(p, cost=NotMonotone(p.cost))
+        start = p.narrowest()
+        assert allocation.Knapsack().fill(p, start) == rescanning_fill(p, start)
+
+
 def test_the_knapsack_cuts_where_saliency_is_cheap():
     p = problem('residual', 'macs', 0.8, 1)
     b1, b2 = p.groups[1], p.groups[2]  # two block-internal groups of the same shape

@@ -195,8 +195,23 @@ def test_data_root_resolution(monkeypatch, tmp_path):
     assert D.resolve_root('cifar10') == str(tmp_path / 'datasets' / 'cifar10')
     assert D.resolve_root('cifar10', 'recipe_dir') == os.path.abspath('recipe_dir')
     monkeypatch.setenv(D.ENV_DATA, '/env/dir')
-    assert D.resolve_root('cifar10', 'recipe_dir') == '/env/dir'
-    assert D.resolve_root('cifar10', 'recipe_dir', '/cli') == '/cli'
+    # the recipe's own setting is not replaced by the environment; the flag wins over both
+    assert D.root_source('cifar10', 'recipe_dir') == (os.path.abspath('recipe_dir'), 'data.root')
+    assert D.root_source('cifar10') == ('/env/dir', '$MXPRUNE_DATA')
+    assert D.root_source('cifar10', 'recipe_dir', '/cli') == ('/cli', '--data-dir')
+    monkeypatch.delenv(D.ENV_DATA)
+    assert D.root_source('cifar10')[1] == D.CACHE
+
+
+def test_a_data_folder_that_was_named_must_hold_the_data_nothing_is_created_or_downloaded(tmp_path):
+    from mxprune.recipe import DataConfig
+    with pytest.raises(DataError, match=r'data folder .*none \(--data-dir\) does not exist'):
+        D.build_loaders(DataConfig(), str(tmp_path / 'none'), source='--data-dir')
+    assert not (tmp_path / 'none').exists()
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(DataError, match=r'no cifar10 train data found in the data folder .*empty \(data.root\)'):
+        D.build_loaders(DataConfig(), str(tmp_path / 'empty'), source='data.root')
+    assert os.listdir(tmp_path / 'empty') == []
 
 
 def test_imagenet_record_iter(tmp_path):

@@ -103,7 +103,7 @@ CASES = [
     ('data folder missing', 'prune', ['--recipe', R_, '--data-dir', '{w}/nowhere', '--set', 'data.format=rec'],
      'data folder'),
     ('data folder empty', 'prune', ['--recipe', R_, '--data-dir', '{w}/empty', '--set', 'data.format=bin'],
-     'no cifar10 train data found; looked for'),
+     'no cifar10 train data found in the data folder'),
     ('data dir is a file', 'prune', ['--recipe', R_, '--data-dir', '{w}/a_file.txt', '--set', 'data.format=rec'],
      'does not exist'),
     ('truncated rec', 'prune', ['--recipe', R_, '--data-dir', '{w}/trunc'], 'truncated or corrupt'),

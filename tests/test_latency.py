@@ -110,6 +110,28 @@ def test_search_corrects_the_budget_by_measuring_the_chosen_net():
     assert rep['met'] and rep['measured_ms'] > rep['rounds'][0]['measured_ms']
 
 
+def test_a_gradual_latency_target_times_its_plan_at_every_step_so_the_end_is_not_over_cut():
+    net = nets.build('depthwise')
+    m, _ = fake_model(net)
+    m.measure = lambda keep: 0.8 * m.predict(keep)  # the table is 20 % pessimistic
+    m.calibration = {}
+    mod = mp.PruningModifier('l2', target={'speedup': 1.5, 'batch': 8}, round_to=2,
+                             schedule=mp.schedules.Gradual(0, 1, steps=4, curve='cubic'))
+    s = mp.Session(net, IN, 8, [mod])
+    mod.latency_model, mod._cost = m, m.predictor
+    for _ in range(9):
+        s.before_update(2)
+        s.after_update()
+    plans = [t for t in mod.latency_steps if t.get('plan')]
+    assert len(plans) == 3 and all(t['passes'] >= 1 for t in plans)
+    target = m.dense_ms / 1.5
+    # every planned net was measured; after the first, the plan is corrected toward the target, not 20 % under it
+    assert all(t['measured_ms'] <= target + 1e-9 for t in plans)
+    assert plans[-1]['measured_ms'] >= 0.9 * target
+    final = mod.latency_steps[-1]
+    assert not final.get('plan') and 0.9 * target <= final['measured_ms'] <= target + 1e-9
+
+
 def test_search_times_the_narrowest_net_before_refusing_a_target():
     m, p = depthwise_problem()
     floor = p.total(p.cheapest())

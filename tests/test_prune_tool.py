@@ -69,7 +69,9 @@ def test_quickstart_end_to_end_on_a_slice(tmp_path, cifar_root):
     derived_recipe = R.load(str(derived))
     assert derived_recipe.pruning[0].ratios and derived_recipe.pruning[0].scope == 'local'
     cmp = run_tool(['tools/compare.py', str(run), '--out', str(tmp_path / 'cmp.png')])
-    assert cmp.returncode == 0 and (tmp_path / 'cmp.png').exists() and 'pruned top-1' in cmp.stdout
+    assert cmp.returncode == 0 and (tmp_path / 'cmp.png').exists()
+    head, row = cmp.stdout.splitlines()[:2]
+    assert head.split()[1:4] == ['metric', 'dense', 'pruned'] and row.split()[:2] == [run.name, 'top-1']
 
 
 BASE = {'version': 1, 'model': {'name': 'cifar_resnet20_v1'}, 'train': {'epochs': 1},
@@ -128,6 +130,8 @@ MALFORMED = [
     (_with('train.ctx', 'tpu'), "train.ctx: 'tpu' is not allowed"),
     (_with('model.name', 'resnet_1000'), "model.name: 'resnet_1000' is not a GluonCV model"),
     (_with('model.pretrained', 'nowhere.params'), 'model.pretrained: nowhere.params not found'),
+    (_with('model.pretrained', 'no_runs/cifar_dense_r56/dense.params'),
+     'it is written by python tools/prune.py --recipe recipes/cifar_dense_r56.yaml --out no_runs/cifar_dense_r56'),
     ('version: 1\nmodel: {name: [\n', 'not valid YAML at line'),
     ('- a\n- b\n', "top level: ['a', 'b'] is not allowed"),
     ('version: !!python/object/apply:os.system ["echo owned"]\n', 'not valid YAML'),
