@@ -132,6 +132,8 @@ class _Residual(mx.gluon.HybridBlock):
         return F.Activation(self.layer(self.producer(x)) + x, act_type='relu')
 
 
+# progress counters on stderr while a latency table is timed; the tools turn them off with --quiet
+SHOW_PROGRESS = True
 # The layer every table entry is timed beside (3x3 conv 32->32 + BN + ReLU on 16x16 maps, at the table's batch)
 REFERENCE = ('conv', '(3, 3)', '(1, 1)', '(1, 1)', '(1, 1)', (16, 16), False)
 
@@ -155,6 +157,7 @@ class LatencyTable:
         self.reference_ms: Optional[float] = None
         self.measured = 0
         self._reference = None
+        self._bar = None
         if os.path.exists(self.path):
             with open(self.path, encoding='utf-8') as f:
                 saved = json.load(f)
@@ -163,13 +166,28 @@ class LatencyTable:
     def save(self) -> None:
         io.write_json(self.path, {'batch': self.batch, 'backend': self.backend, 'reference_ms': self.reference_ms,
                                   'entries': self.entries})
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def get(self, sig: tuple, cin: int, cout: int) -> float:
         key = json.dumps([list(sig), cin, cout])
         if key not in self.entries:
             self.entries[key] = self._measure(sig, cin, cout)
             self.measured += 1
+            self._tick()
         return self.entries[key]
+
+    def _tick(self) -> None:
+        """A counter of the entries timed (a new machine times hundreds, for minutes): how many are needed is only
+        known as the allocator asks for them."""
+        if not SHOW_PROGRESS:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+            self._bar = tqdm(desc=f'latency table (batch {self.batch})', unit=' entries', mininterval=1.0,
+                             leave=False)
+        self._bar.update(1)
 
     def _measure(self, sig: tuple, cin: int, cout: int) -> float:
         """A conv is timed in context: behind a 1x1 producer conv (+ BN + ReLU) of `cin` channels, minus that producer

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import mxnet as mx
 
 from . import data as data_mod
-from . import io, recipe as recipe_mod, train as train_mod, zoo
+from . import io, latency, recipe as recipe_mod, train as train_mod, zoo
 from .config import to_dict
 from .errors import ModelError, RecipeError
 from .version import __version__
@@ -117,6 +117,7 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
              'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples,
              **({'workers': workers.num_workers, 'rank': workers.rank} if workers is not None else {})})
+    latency.SHOW_PROGRESS = progress
     return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers, source)
 
 
@@ -536,7 +537,7 @@ def robustness_report(s: Setup, dense, pruned) -> Dict[str, Any]:
     info = data_mod.dataset_info(s.recipe.data.dataset)
     test = s.test_loader.data.head(r.images)
     result = robustness.evaluate({'dense': dense, 'pruned': pruned}, test.images, test.labels, info.mean, info.std,
-                                 [e / 255 for e in r.eps], r.pgd_steps, ctx=s.ctx[0])
+                                 [e / 255 for e in r.eps], r.pgd_steps, ctx=s.ctx[0], progress=s.progress)
     return {'images': len(test), 'pgd_steps': r.pgd_steps, **result}
 
 

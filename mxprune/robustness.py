@@ -42,8 +42,8 @@ def attack(net, x_pix: mx.nd.NDArray, y: mx.nd.NDArray, eps: float, mean, std, *
 
 def evaluate(nets: Dict[str, gluon.HybridBlock], images: np.ndarray, labels: np.ndarray, mean: Sequence[float],
              std: Sequence[float], eps_list: Sequence[float] = (2 / 255, 8 / 255), pgd_steps: int = 7,
-             batch_size: int = 100, ctx: mx.Context = None, seed: int = 0) -> Dict[str, dict]:
-    """Clean, FGSM and PGD top-1 of each net on uint8 NHWC `images`.
+             batch_size: int = 100, ctx: mx.Context = None, seed: int = 0, progress: bool = False) -> Dict[str, dict]:
+    """Clean, FGSM and PGD top-1 of each net on uint8 NHWC `images` (`progress`: a bar of batches on stderr).
 
     Returns:
         {net name: {'clean': top1, 'fgsm': {eps: top1}, 'pgd': {eps: top1}}} with eps written as e.g. '8/255'.
@@ -53,6 +53,9 @@ def evaluate(nets: Dict[str, gluon.HybridBlock], images: np.ndarray, labels: np.
     s = mx.nd.array(np.asarray(std, np.float32).reshape(1, 3, 1, 1), ctx=ctx)
     out = {name: {'clean': 0.0, 'fgsm': {}, 'pgd': {}} for name in nets}
     n = len(labels)
+    from tqdm import tqdm
+    bar = tqdm(total=len(nets) * -(-n // batch_size), desc='FGSM/PGD attacks', unit=' batches', disable=not progress,
+               mininterval=1.0, leave=False)
     for name, net in nets.items():
         if hasattr(net, 'hybridize'):
             net.hybridize(static_alloc=True)
@@ -69,11 +72,13 @@ def evaluate(nets: Dict[str, gluon.HybridBlock], images: np.ndarray, labels: np.
             for e in eps_list:
                 hits[('fgsm', e)] += correct(attack(net, x, y, e, m, s))
                 hits[('pgd', e)] += correct(attack(net, x, y, e, m, s, steps=pgd_steps, rng=rng))
+            bar.update(1)
         out[name]['clean'] = hits['clean'] / n
         for e in eps_list:
             key = f'{round(e * 255)}/255'
             out[name]['fgsm'][key] = hits[('fgsm', e)] / n
             out[name]['pgd'][key] = hits[('pgd', e)] / n
+    bar.close()
     return out
 
 

@@ -59,6 +59,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--eps', default='2,8', help='epsilons in 1/255 units, comma-separated')
     p.add_argument('--pgd-steps', type=int, default=7, help='PGD iterations')
     p.add_argument('--json', help='also write the result to this JSON file')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -89,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                source)
     names = {'a': args.a, 'b': args.b}
     result = robustness.evaluate({'a': net_a, 'b': net_b}, test.images, test.labels, info.mean, info.std, eps,
-                                 args.pgd_steps)
+                                 args.pgd_steps, progress=not args.quiet)
     print(f'a = {names["a"]}\nb = {names["b"]}\n{len(test)} test images of {dataset}; PGD {args.pgd_steps} steps')
     print(robustness.table(result))
     if args.json:
