@@ -3,7 +3,7 @@
 Every worker runs the same program on its shard of the data (`kv.rank` picks the shard) and takes the same number
 of steps. Gradients are summed by MXNet's parameter servers (`dist_sync`, `dist_device_sync` on GPU hosts) and
 applied on every worker by its own optimizer (`update_on_kvstore=False`), so the workers' weights stay
-bit-identical; mxprune adds what pruning needs on top (docs/guide.md, "Running on several processes or machines"):
+bit-identical; mxprune adds what pruning needs on top (docs/distributed.md):
 
 - one KVStore per process (a second one hangs the job); each Trainer gets a fresh *key space* on it
   (`make_trainer`), which is how the Trainer is rebuilt after shrinking: the old keys are never reused with new

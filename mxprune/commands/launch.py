@@ -12,7 +12,7 @@ workers also MXPRUNE_LOCAL_PROCS (workers on their host) and OMP_NUM_THREADS = c
 whole job (exit code of that process), so does --deadline (exit code 124) and Ctrl-C (130); when the workers are
 done, the scheduler and servers shut down by themselves.
 
-The Horovod equivalent (Horovod installed separately: docs/guide.md, "Running on several processes or machines"):
+The Horovod equivalent (Horovod installed separately: docs/distributed.md):
     horovodrun -np 2 -H localhost:2 --gloo --network-interface lo mxprune prune --recipe R.yaml
 """
 import argparse
