@@ -541,6 +541,15 @@ def _yolo_step(net, batch, ctx, state):
 STEPS = {'ssd': _ssd_step, 'yolo3': _yolo_step}
 
 
+# progress bars on stderr during training and evaluation; `mxprune detect --quiet` turns them off
+SHOW_PROGRESS = True
+
+
+def _bar(loader, desc: str):
+    from tqdm import tqdm
+    return tqdm(loader, desc=desc, total=len(loader), disable=not SHOW_PROGRESS, leave=False, mininterval=1.0)
+
+
 def train(net, name: str, loader, cfg, ctx: Sequence[mx.Context], *, start_epoch: int = 0,
           until: Optional[int] = None, hooks: Iterable = (), trainer: Optional[gluon.Trainer] = None,
           log: Optional[Callable[[dict], None]] = None, phase: str = 'train',
@@ -561,7 +570,8 @@ def train(net, name: str, loader, cfg, ctx: Sequence[mx.Context], *, start_epoch
         train_mod.seed_epoch(cfg.seed, epoch)
         random.seed((cfg.seed * 100003 + epoch + 1) % (2 ** 31))  # GluonCV's box crops draw from Python's random
         tic, seen, sums = time.time(), 0, {}
-        for b, batch in enumerate(loader):
+        bar = _bar(loader, f'{phase} {epoch + 1}/{cfg.epochs}')
+        for b, batch in enumerate(bar):
             trainer.set_learning_rate(train_mod.lr_at(cfg, epoch * steps + b, steps))
             scale, losses = step_fn(net, batch, ctx, state)
             for h in hooks:
@@ -573,6 +583,7 @@ def train(net, name: str, loader, cfg, ctx: Sequence[mx.Context], *, start_epoch
                 sums[k] = sums.get(k, 0) + v
             seen += batch[0].shape[0]
         mx.nd.waitall()
+        bar.close()
         row = {'phase': phase, 'epoch': epoch, 'lr': trainer.learning_rate, 'images_per_s': seen / (time.time() - tic),
                **{f'loss_{k}': float(v.asscalar()) / steps for k, v in sums.items()}}
         bad = [k for k, v in row.items() if k.startswith('loss_') and not np.isfinite(v)]
@@ -597,7 +608,7 @@ def evaluate(net, loader, ctx: Sequence[mx.Context], classes: Sequence[str], *, 
         net.set_nms(nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
     n = 0
     try:
-        for batch in loader:
+        for batch in _bar(loader, 'mAP'):
             xs = gluon.utils.split_and_load(batch[0], ctx, even_split=False)
             ys = gluon.utils.split_and_load(batch[1], ctx, even_split=False)
             det_b, det_i, det_s, gt_b, gt_i, gt_d = [], [], [], [], [], []

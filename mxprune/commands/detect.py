@@ -56,6 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from mxprune import data as data_mod, detection as D, export as export_mod, io, pipeline
     from mxprune import recipe as recipe_mod, shrink, train as train_mod
+    D.SHOW_PROGRESS = not args.quiet
     from mxprune.graph import DependencyGraph
 
     rec = recipe_mod.load(args.recipe, args.set)
