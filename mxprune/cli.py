@@ -29,6 +29,14 @@ def command_parser(name: str, doc: str, **kwargs) -> ArgumentParser:
     return ArgumentParser(prog=f'mxprune {name}', description=doc, formatter_class=HelpFormatter, **kwargs)
 
 
+def parse_command(name: str, doc: str, arguments: Callable[[argparse.ArgumentParser], None],
+                  argv: Optional[List[str]], **kwargs) -> argparse.Namespace:
+    """The arguments of `mxprune <name>`, parsed by `command_parser` with the options `arguments` adds."""
+    p = command_parser(name, doc, **kwargs)
+    arguments(p)
+    return p.parse_args(argv)
+
+
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> None:
     """Runs a tool's main; MxPruneError -> 'error: ...' and exit 2; Ctrl-C -> exit 130."""
     try:

@@ -87,6 +87,12 @@ def resolve_root(dataset: str, recipe_root: Optional[str] = None, cli_root: Opti
     return root_source(dataset, recipe_root, cli_root)[0]
 
 
+def may_download(fmt: str, source: str = '') -> bool:
+    """Whether a missing dataset is downloaded: `format: download`, or `auto` into a folder the user did not name
+    (MXNet's cache; '' = not said). A folder named by --data-dir, data.root or $MXPRUNE_DATA must hold the data."""
+    return fmt == 'download' or (fmt == 'auto' and source in ('', CACHE))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Reading CIFAR into memory
 
@@ -252,33 +258,32 @@ def load_cifar(dataset: str, root: str, train: bool, fmt: str = 'auto', limit: O
         dataset: cifar10 or cifar100.
         root: the data folder.
         train: the training split (else the test split).
-        fmt: auto, rec, bin, folder or download; `local` is auto without the download.
+        fmt: auto, rec, bin, folder or download.
         limit: keep only the first N images.
-        source: where the folder came from, for messages (`root_source`).
+        source: where the folder came from (`root_source`): for messages, and no download into a named folder.
     """
     info = dataset_info(dataset)
     split = 'train' if train else 'test'
     looked = []
-    local = ('auto', 'local')
-    if fmt in local + ('rec',):
+    if fmt in ('auto', 'rec'):
         rec = os.path.join(root, f'{split}.rec')
         looked.append(rec)
         if os.path.isfile(rec):
             out = read_rec(rec, limit, info.image_shape)
             return _checked(out, info)
-    if fmt in local + ('bin',):
+    if fmt in ('auto', 'bin'):
         files = _bin_files(root, dataset, train)
         looked.append(os.path.join(root, '[cifar-*-bin*/]' + ('data_batch_*.bin' if dataset == 'cifar10' and train
                                                               else ('test_batch.bin' if dataset == 'cifar10'
                                                                     else f'{split}.bin'))))
         if files:
             return _checked(read_bin(files, dataset, limit), info)
-    if fmt in local + ('folder',):
+    if fmt in ('auto', 'folder'):
         folder = os.path.join(root, split)
         looked.append(os.path.join(folder, '<class>', '*.png|jpg'))
         if os.path.isdir(folder):
             return _checked(read_folder(folder, limit, info.image_shape, info.classes), info)
-    if fmt in ('auto', 'download'):
+    if may_download(fmt, source):
         return _checked(_download(root, dataset, train).head(limit), info)
     given = f' in the data folder {root} ({source})' if source else ''
     raise DataError(f'no {dataset} {split} data found{given}; looked for {" | ".join(looked)}; {info.how_to_get}')
@@ -554,11 +559,10 @@ def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_ind
                 RecordIterLoader(rec['val'], cfg.test_batch_size, input_size, train=False, classes=classes,
                                  num_parts=num_parts, part_index=part_index), classes)
     # a folder the user named holds the data or the run stops here: no folder created, no download attempted
-    fmt = cfg.format if source == CACHE or cfg.format != 'auto' else 'local'
-    if not os.path.isdir(root) and fmt not in ('auto', 'download'):
+    if not os.path.isdir(root) and not may_download(cfg.format, source):
         raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
-    train = load_cifar(cfg.dataset, root, True, fmt, cfg.train_limit, source)
-    test = load_cifar(cfg.dataset, root, False, fmt, cfg.test_limit, source)
+    train = load_cifar(cfg.dataset, root, True, cfg.format, cfg.train_limit, source)
+    test = load_cifar(cfg.dataset, root, False, cfg.format, cfg.test_limit, source)
     a = cfg.augment
     aug = BatchAugment(info.mean, info.std, a.crop_pad, a.flip, a.cutout, a.random_erasing)
     plain = BatchAugment(info.mean, info.std)

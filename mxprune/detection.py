@@ -29,6 +29,7 @@ from . import benchmark as bench_mod
 from . import flops as flops_mod
 from . import layers as layers_mod
 from . import masks as masks_mod
+from . import progress
 from .errors import DataError, ModelError, MxPruneError, NumericsError
 from .graph import DependencyGraph
 from .graph import match
@@ -541,15 +542,6 @@ def _yolo_step(net, batch, ctx, state):
 STEPS = {'ssd': _ssd_step, 'yolo3': _yolo_step}
 
 
-# progress bars on stderr during training and evaluation; `mxprune detect --quiet` turns them off
-SHOW_PROGRESS = True
-
-
-def _bar(loader, desc: str):
-    from tqdm import tqdm
-    return tqdm(loader, desc=desc, total=len(loader), disable=not SHOW_PROGRESS, leave=False, mininterval=1.0)
-
-
 def train(net, name: str, loader, cfg, ctx: Sequence[mx.Context], *, start_epoch: int = 0,
           until: Optional[int] = None, hooks: Iterable = (), trainer: Optional[gluon.Trainer] = None,
           log: Optional[Callable[[dict], None]] = None, phase: str = 'train',
@@ -570,7 +562,7 @@ def train(net, name: str, loader, cfg, ctx: Sequence[mx.Context], *, start_epoch
         train_mod.seed_epoch(cfg.seed, epoch)
         random.seed((cfg.seed * 100003 + epoch + 1) % (2 ** 31))  # GluonCV's box crops draw from Python's random
         tic, seen, sums = time.time(), 0, {}
-        bar = _bar(loader, f'{phase} {epoch + 1}/{cfg.epochs}')
+        bar = progress.bar(loader, desc=f'{phase} {epoch + 1}/{cfg.epochs}', total=len(loader))
         for b, batch in enumerate(bar):
             trainer.set_learning_rate(train_mod.lr_at(cfg, epoch * steps + b, steps))
             scale, losses = step_fn(net, batch, ctx, state)
@@ -608,7 +600,7 @@ def evaluate(net, loader, ctx: Sequence[mx.Context], classes: Sequence[str], *, 
         net.set_nms(nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
     n = 0
     try:
-        for batch in _bar(loader, 'mAP'):
+        for batch in progress.bar(loader, desc='mAP', total=len(loader)):
             xs = gluon.utils.split_and_load(batch[0], ctx, even_split=False)
             ys = gluon.utils.split_and_load(batch[1], ctx, even_split=False)
             det_b, det_i, det_s, gt_b, gt_i, gt_d = [], [], [], [], [], []

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
-from . import io
+from . import io, progress
 from .flops import LayerCost, Shapes
 from .graph import DependencyGraph, Layer
 
@@ -132,8 +132,6 @@ class _Residual(mx.gluon.HybridBlock):
         return F.Activation(self.layer(self.producer(x)) + x, act_type='relu')
 
 
-# progress counters on stderr while a latency table is timed; the tools turn them off with --quiet
-SHOW_PROGRESS = True
 # The layer every table entry is timed beside (3x3 conv 32->32 + BN + ReLU on 16x16 maps, at the table's batch)
 REFERENCE = ('conv', '(3, 3)', '(1, 1)', '(1, 1)', '(1, 1)', (16, 16), False)
 
@@ -181,12 +179,8 @@ class LatencyTable:
     def _tick(self) -> None:
         """A counter of the entries timed (a new machine times hundreds, for minutes): how many are needed is only
         known as the allocator asks for them."""
-        if not SHOW_PROGRESS:
-            return
         if self._bar is None:
-            from tqdm import tqdm
-            self._bar = tqdm(desc=f'latency table (batch {self.batch})', unit=' entries', mininterval=1.0,
-                             leave=False)
+            self._bar = progress.bar(desc=f'latency table (batch {self.batch})', unit=' entries')
         self._bar.update(1)
 
     def _measure(self, sig: tuple, cin: int, cout: int) -> float:

@@ -398,14 +398,9 @@ class PruningModifier:
         if self.target.kind in ('latency', 'speedup'):
             # the plan itself is built and timed (NetAdapt's passes): a table a few per cent pessimistic would
             # otherwise steer every step toward a net faster than asked, and masks never grow back at the last step
-            m = self.latency_model
-            plan, found = allocation_mod.search(self.allocator, final, m, final.budget,
+            plan, found = allocation_mod.search(self.allocator, final, self.latency_model, final.budget,
                                                 goal=final.budget * self.correction)
-            self.correction = found['predicted_ms'] / found['measured_ms']
-            m.table.save()
-            self.latency_steps.append({'fraction': fraction, 'budget_ms': final.budget, 'plan': True,
-                                       'predicted_ms': found['predicted_ms'], 'measured_ms': found['measured_ms'],
-                                       'passes': len(found['rounds'])})
+            self._timed(fraction, final.budget, found, plan=True)
         else:
             plan = self.allocator.allocate(final)
         share = (fraction - self.last_fraction) / max(1e-12, 1.0 - self.last_fraction)
@@ -419,6 +414,15 @@ class PruningModifier:
         self.plan_steps.append({'fraction': fraction, 'plan_cost': final.total(plan), 'step_cost': final.total(counts),
                                 'budget': final.budget})
         return counts
+
+    def _timed(self, fraction: float, budget: float, found: dict, **extra) -> None:
+        """Records a net built and timed at schedule `fraction` (`allocation.search`'s report): its predicted/measured
+        ratio corrects the next budget, and the table entries measured for it serve the next run on this machine."""
+        self.correction = found['predicted_ms'] / found['measured_ms']
+        self.latency_model.table.save()
+        self.latency_steps.append({'fraction': fraction, 'budget_ms': budget, **extra,
+                                   'predicted_ms': found['predicted_ms'], 'measured_ms': found['measured_ms'],
+                                   'passes': len(found['rounds'])})
 
     def _measured_counts(self, p: allocation_mod.Problem, fraction: float) -> Dict[int, int]:
         """A latency budget, NetAdapt's way: every step's net is built and timed beside the dense net, and the
@@ -435,10 +439,7 @@ class PruningModifier:
             counts = p.cheapest()  # a step before the last, held back by step_ratio: as far as it may go
             keep = p.keep(counts)
             found = {'predicted_ms': p.total(counts), 'measured_ms': m.measure(keep), 'rounds': [{}]}
-        self.correction = found['predicted_ms'] / found['measured_ms']
-        m.table.save()  # entries measured for this step's curves serve the next run on this machine
-        self.latency_steps.append({'fraction': fraction, 'budget_ms': p.budget, 'predicted_ms': found['predicted_ms'],
-                                   'measured_ms': found['measured_ms'], 'passes': len(found['rounds'])})
+        self._timed(fraction, p.budget, found)
         if last:
             self.latency_report = {**m.calibration, **found, 'steps': list(self.latency_steps),
                                    'table_entries': len(m.table.entries), 'table': m.table.path}

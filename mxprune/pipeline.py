@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import mxnet as mx
 
 from . import data as data_mod
-from . import io, latency, recipe as recipe_mod, train as train_mod, zoo
+from . import io, progress as progress_mod, recipe as recipe_mod, train as train_mod, zoo
 from .config import to_dict
 from .errors import ModelError, RecipeError
 from .version import __version__
@@ -117,7 +117,7 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
              'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples,
              **({'workers': workers.num_workers, 'rank': workers.rank} if workers is not None else {})})
-    latency.SHOW_PROGRESS = progress
+    progress_mod.ENABLED = progress
     return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers, source)
 
 

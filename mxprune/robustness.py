@@ -11,6 +11,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from . import progress as progress_mod
+
 
 def _normalize(x_pix: mx.nd.NDArray, mean: mx.nd.NDArray, std: mx.nd.NDArray) -> mx.nd.NDArray:
     return mx.nd.broadcast_div(mx.nd.broadcast_sub(x_pix, mean), std)
@@ -53,9 +55,8 @@ def evaluate(nets: Dict[str, gluon.HybridBlock], images: np.ndarray, labels: np.
     s = mx.nd.array(np.asarray(std, np.float32).reshape(1, 3, 1, 1), ctx=ctx)
     out = {name: {'clean': 0.0, 'fgsm': {}, 'pgd': {}} for name in nets}
     n = len(labels)
-    from tqdm import tqdm
-    bar = tqdm(total=len(nets) * -(-n // batch_size), desc='FGSM/PGD attacks', unit=' batches', disable=not progress,
-               mininterval=1.0, leave=False)
+    bar = progress_mod.bar(desc='FGSM/PGD attacks', total=len(nets) * -(-n // batch_size), unit=' batches',
+                           enabled=progress)
     for name, net in nets.items():
         if hasattr(net, 'hybridize'):
             net.hybridize(static_alloc=True)

@@ -23,7 +23,7 @@ def test_one_version_source():
 
 # Import direction (STYLE.md): a module may import only modules of its own layer or lower ones.
 LAYERS = [
-    {'version', 'errors', 'registry', 'config', 'io', 'commands.bootstrap'},
+    {'version', 'errors', 'registry', 'config', 'io', 'progress', 'commands.bootstrap'},
     {'graph', 'layers', 'masks'},
     {'criteria', 'schedules', 'flops', 'latency'},
     {'allocation', 'modifiers', 'shrink', 'benchmark'},

@@ -23,9 +23,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('benchmark', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('benchmark', __doc__, arguments, argv)
     threads_note = bootstrap.start()
     from mxprune import benchmark, flops, pipeline
     from mxprune.graph import DependencyGraph

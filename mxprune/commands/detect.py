@@ -48,15 +48,13 @@ def check(rec: 'Recipe', path: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('detect', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('detect', __doc__, arguments, argv)
     threads_note = bootstrap.start()
     import mxnet as mx
 
-    from mxprune import data as data_mod, detection as D, export as export_mod, io, pipeline
+    from mxprune import data as data_mod, detection as D, export as export_mod, io, pipeline, progress
     from mxprune import recipe as recipe_mod, shrink, train as train_mod
-    D.SHOW_PROGRESS = not args.quiet
+    progress.ENABLED = not args.quiet
     from mxprune.graph import DependencyGraph
 
     rec = recipe_mod.load(args.recipe, args.set)

@@ -30,9 +30,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('export', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('export', __doc__, arguments, argv)
     bootstrap.start()
     from mxprune import export, pipeline, shrink, zoo
 

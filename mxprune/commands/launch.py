@@ -221,9 +221,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('launch', __doc__, usage='%(prog)s -n WORKERS [options] -- COMMAND ...')
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('launch', __doc__, arguments, argv, usage='%(prog)s -n WORKERS [options] -- COMMAND ...')
     # no bootstrap.start() here: the OMP_NUM_THREADS it would set in this process reaches every worker unsplit
     command = args.command[1:] if args.command[:1] == ['--'] else args.command
     try:

@@ -24,9 +24,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('prune', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('prune', __doc__, arguments, argv)
     threads_note = bootstrap.start()
     from mxprune import distributed, recipe as recipe_mod, train as train_mod
 

@@ -63,9 +63,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('robustness', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('robustness', __doc__, arguments, argv)
     bootstrap.start()
     from mxprune import data as data_mod, robustness
 
@@ -86,8 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dataset = args.dataset or ds_a or ds_b or 'cifar10'
     info = data_mod.dataset_info(dataset)
     root, source = data_mod.root_source(dataset, None, args.data_dir)
-    test = data_mod.load_cifar(dataset, root, False, 'auto' if source == data_mod.CACHE else 'local', args.images,
-                               source)
+    test = data_mod.load_cifar(dataset, root, False, limit=args.images, source=source)
     names = {'a': args.a, 'b': args.b}
     result = robustness.evaluate({'a': net_a, 'b': net_b}, test.images, test.labels, info.mean, info.std, eps,
                                  args.pgd_steps, progress=not args.quiet)

@@ -27,9 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('sensitivity', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('sensitivity', __doc__, arguments, argv)
     bootstrap.start()
     import numpy as np
 

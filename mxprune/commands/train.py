@@ -39,9 +39,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = cli.command_parser('train', __doc__)
-    arguments(p)
-    args = p.parse_args(argv)
+    args = cli.parse_command('train', __doc__, arguments, argv)
     threads_note = bootstrap.start()
     from mxprune import pipeline, recipe as recipe_mod
 
