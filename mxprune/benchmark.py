@@ -5,11 +5,12 @@ Both nets are hybridized the same way: with MXNet's fused oneDNN backend (conv +
 the plain graph's before any timing (they must agree within 1e-4 x the output scale).
 """
 import time
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
 
+from . import progress
 from .errors import MxPruneError
 from .latency import fused_backend_available
 
@@ -44,8 +45,10 @@ def _time(net, x, n: int) -> list:
 
 
 def compare(nets: Dict[str, mx.gluon.HybridBlock], shape: Sequence[int], *, repeats: int = 7, per_repeat: int = 3,
-            warmup: int = 3, ctx: Optional[mx.Context] = None) -> Dict[str, dict]:
-    """Times several nets on the same input, interleaved (noisy machines); returns per net median ms and images/s."""
+            warmup: int = 3, ctx: Optional[mx.Context] = None,
+            on_round: Optional[Callable[[], None]] = None) -> Dict[str, dict]:
+    """Times several nets on the same input, interleaved (noisy machines); returns per net median ms and images/s.
+    `on_round` is called after each round of all nets (a progress bar)."""
     ctx = ctx or mx.cpu()
     x = mx.nd.array(np.random.RandomState(1).uniform(-1, 1, tuple(shape)), ctx=ctx)
     for net in nets.values():
@@ -54,6 +57,8 @@ def compare(nets: Dict[str, mx.gluon.HybridBlock], shape: Sequence[int], *, repe
     for _ in range(repeats):
         for k, net in nets.items():
             samples[k].extend(_time(net, x, per_repeat))
+        if on_round is not None:
+            on_round()
     out = {}
     for k, ts in samples.items():
         med = float(np.median(ts))
@@ -64,23 +69,29 @@ def compare(nets: Dict[str, mx.gluon.HybridBlock], shape: Sequence[int], *, repe
 def speedup(dense: mx.gluon.HybridBlock, pruned: mx.gluon.HybridBlock, input_shape: Sequence[int],
             batches: Sequence[int] = (1, 64), macs_ratio: Optional[float] = None, backend: Optional[str] = 'auto',
             repeats: int = 7) -> dict:
-    """Dense vs pruned latency per batch size, with the measured speed-up beside the MACs speed-up.
+    """Dense vs pruned latency per batch size, with the measured speed-up beside the MACs speed-up; a progress bar
+    counts the timing rounds (mxprune.progress).
 
     The nets are hybridized in place; pass copies if the originals must stay as they are.
     """
     report = {'backend': 'MKLDNN (fused)' if (backend == 'auto' and fused_backend_available()) or backend
               not in ('auto', None) else 'plain static graph', 'batches': {}}
-    for b in batches:
-        shape = (b,) + tuple(input_shape[1:])
-        prepare(dense, shape, backend)
-        prepare(pruned, shape, backend)
-        t = compare({'dense': dense, 'pruned': pruned}, shape, repeats=repeats)
-        row = {'dense_ms': t['dense']['ms'], 'pruned_ms': t['pruned']['ms'],
-               'dense_images_per_s': t['dense']['images_per_s'], 'pruned_images_per_s': t['pruned']['images_per_s'],
-               'speedup': t['dense']['ms'] / t['pruned']['ms']}
-        if macs_ratio:
-            row['macs_speedup'] = 1.0 / macs_ratio
-            row['speedup_over_macs_speedup'] = row['speedup'] * macs_ratio
-        report['batches'][str(b)] = row
+    with progress.bar(desc='timing dense and pruned', total=len(batches) * repeats, unit='round') as pb:
+        for b in batches:
+            report['batches'][str(b)] = _speedup_at(dense, pruned, (b,) + tuple(input_shape[1:]), macs_ratio,
+                                                    backend, repeats, pb.update)
     return report
+
+
+def _speedup_at(dense, pruned, shape, macs_ratio, backend, repeats, on_round) -> dict:
+    prepare(dense, shape, backend)
+    prepare(pruned, shape, backend)
+    t = compare({'dense': dense, 'pruned': pruned}, shape, repeats=repeats, on_round=on_round)
+    row = {'dense_ms': t['dense']['ms'], 'pruned_ms': t['pruned']['ms'],
+           'dense_images_per_s': t['dense']['images_per_s'], 'pruned_images_per_s': t['pruned']['images_per_s'],
+           'speedup': t['dense']['ms'] / t['pruned']['ms']}
+    if macs_ratio:
+        row['macs_speedup'] = 1.0 / macs_ratio
+        row['speedup_over_macs_speedup'] = row['speedup'] * macs_ratio
+    return row
 

@@ -664,8 +664,8 @@ class BackboneMacs(PruningModifier):
         new.backbone, new._paths = tuple(backbone), None
         return new
 
-    def bind(self, graph: DependencyGraph) -> None:
-        super().bind(graph)
+    def bind(self, graph: DependencyGraph, gpu: bool = False) -> None:
+        super().bind(graph, gpu)
         self._paths = frozenset(parts_of(graph, self.backbone)['backbone'])
         if not self._paths:
             raise MxPruneError(f'detection.backbone: {list(self.backbone)} matches no Conv/Dense layer path')

@@ -36,6 +36,27 @@ def fused_backend_available() -> bool:
         return False
 
 
+def cpu_flags() -> List[str]:
+    """This CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            return next((ln.split(':', 1)[1].split() for ln in f if ln.startswith('flags')), [])
+    except OSError:
+        return []
+
+
+def channel_block(gpu: bool = False, flags: Optional[Sequence[str]] = None) -> int:
+    """The channel multiple this device computes in: oneDNN lays CPU tensors out in blocks of 16 channels with
+    AVX-512 and of 8 with AVX2 (a width between two multiples runs as the next one up); a GPU, or a CPU that is not
+    x86, has no such block here (1). `flags`: the CPU's feature flags (default: this CPU's)."""
+    if gpu:
+        return 1
+    flags = cpu_flags() if flags is None else flags
+    if 'avx512f' in flags:
+        return 16
+    return 8 if 'avx2' in flags else 1
+
+
 def machine_key(batch: int, backend: str) -> str:
     cpu = platform.processor() or ''
     try:

@@ -10,13 +10,14 @@ pruned. Targets: `sparsity` (the fraction of channels of the prunable groups, or
 import dataclasses
 import inspect
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import mxnet as mx
 import numpy as np
 
 from . import allocation as allocation_mod
 from . import criteria as criteria_mod
+from . import latency as latency_mod
 from . import schedules as schedules_mod
 from .config import spec
 from .errors import MxPruneError, OverPruneError, RecipeError
@@ -105,7 +106,9 @@ class PruningConfig:
     exclude: List[str] = spec(factory=list)
     skip_first: bool = spec(True, help='leave the first conv (on the input) out')
     skip_last: bool = spec(True, help='leave the classifier (producing the output) out')
-    round_to: int = spec(1, lo=1, hi=4096, help='kept channels per group a multiple of this')
+    round_to: Union[int, str] = spec('auto', lo=1, hi=4096,
+                                     help='kept channels per group a multiple of this; auto: the device\'s channel '
+                                          'block (16 on an AVX-512 CPU, 8 on AVX2, 1 on a GPU)')
     max_ratio: float = spec(0.9, lo=0.0, hi=1.0, help='at most this fraction of a group (or layer) is removed')
     path: Optional[str] = spec(None, choices=(None, 'plan', 'budget'),
                                help='updates before the last: plan (move toward the final widths, re-planned each '
@@ -125,6 +128,9 @@ class PruningConfig:
                                                    'structured update (0: none)')
 
     def check(self, where: str, path: str) -> None:
+        if isinstance(self.round_to, str) and self.round_to != 'auto':
+            raise RecipeError(f'{where}: {path}.round_to: {self.round_to!r} is not allowed; expected auto or an '
+                              f'integer from 1 to 4096')
         try:
             resolve_allocator(self.allocator, self.scope, ())
         except MxPruneError as e:
@@ -206,7 +212,7 @@ class PruningModifier:
 
     def __init__(self, criterion='l2', *, granularity: str = 'channel', allocator=None, scope: Optional[str] = None,
                  target=0.5, schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
-                 round_to: int = 1, max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None,
+                 round_to: Union[int, str] = 'auto', max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None,
                  step_ratio: float = 1.0, path: Optional[str] = None):
         """
         Args:
@@ -220,7 +226,9 @@ class PruningModifier:
             schedule: a Schedule or a name ('oneshot', 'iterative', 'agp', 'gradual'); default one-shot at the start.
             initial_sparsity: the sparsity at the schedule's first update (AGP's s_i).
             selection: which layers may be pruned (default: all but the first conv and the classifier).
-            round_to: kept channels per group are a multiple of this (fast widths for oneDNN / cuDNN).
+            round_to: kept channels per group are a multiple of this; 'auto' (default) takes the channel block of
+                the device the net lives on when it is bound (mxprune.latency.channel_block: 16 on an AVX-512 CPU,
+                8 on AVX2, 1 on a GPU), the width oneDNN computes in anyway.
             max_ratio: at most this fraction of any group (or layer) is removed; groups are never emptied.
             ratios: {glob: sparsity} layer-wise ratios for groups whose producing layers match (uniform allocator).
             step_ratio: at most this fraction of a group's live channels is removed by one update before the last,
@@ -245,9 +253,10 @@ class PruningModifier:
             raise MxPruneError('unstructured (weight) pruning takes a sparsity target')
         if target.kind in ('latency', 'speedup') and ratios:
             raise MxPruneError('latency and speedup targets choose the widths themselves: give no layer-wise ratios')
-        if not 0.0 <= max_ratio <= 1.0 or round_to < 1 or not 0.0 < step_ratio <= 1.0:
-            raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1], step_ratio {step_ratio} in (0, 1] and '
-                               f'round_to {round_to} >= 1')
+        if round_to != 'auto' and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+            raise MxPruneError(f"round_to {round_to!r}; expected 'auto' or an integer >= 1")
+        if not 0.0 <= max_ratio <= 1.0 or not 0.0 < step_ratio <= 1.0:
+            raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1] and step_ratio {step_ratio} in (0, 1]')
         self.allocator = allocation_mod.get(resolve_allocator(allocator, scope, ratios))
         self.granularity, self.target = granularity, target
         # unstructured pruning ranks weights per layer (local) or over all layers (global)
@@ -256,7 +265,9 @@ class PruningModifier:
         self.schedule = schedules_mod.get(schedule) if schedule is not None else schedules_mod.OneShot(0)
         self.initial_sparsity = initial_sparsity
         self.selection = selection or Selection()
-        self.round_to, self.max_ratio, self.ratios = round_to, max_ratio, dict(ratios or {})
+        self.round_to_setting = round_to
+        self.round_to = 1 if round_to == 'auto' else round_to  # 'auto' is resolved by bind, on the net's device
+        self.max_ratio, self.ratios = max_ratio, dict(ratios or {})
         self.step_ratio = step_ratio
         if path not in (None, 'plan', 'budget'):
             raise MxPruneError(f'path {path!r}; choose plan or budget')
@@ -282,8 +293,11 @@ class PruningModifier:
         between very different architectures of nearly equal saliency."""
         return self.path != 'plan'
 
-    def bind(self, graph: DependencyGraph) -> None:
-        """Finds the groups (structured) or layers (unstructured) this modifier may prune."""
+    def bind(self, graph: DependencyGraph, gpu: bool = False) -> None:
+        """Finds the groups (structured) or layers (unstructured) this modifier may prune; `gpu`: the net lives on a
+        GPU (round_to 'auto' then takes no channel block)."""
+        if self.round_to_setting == 'auto':
+            self.round_to = latency_mod.channel_block(gpu)
         if self.structured:
             self.groups = graph.prunable_groups(self.selection)
             if isinstance(self.criterion, criteria_mod.BNGamma):

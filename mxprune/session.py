@@ -53,8 +53,9 @@ class Session:
         finish_init(net, self.input_shape)
         self.graph = DependencyGraph.trace(net, self.input_shape)
         self.dense_count = flops_mod.dense(self.graph)
+        gpu = any(c.device_type == 'gpu' for p in net.collect_params().values() for c in p.list_ctx())
         for m in self.modifiers:
-            m.bind(self.graph)
+            m.bind(self.graph, gpu)
         for r in self.regularizers:
             r.bind(self.graph)
         self.groups_by_index = {g.index: g for g in self.graph.groups}

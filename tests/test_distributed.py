@@ -34,7 +34,7 @@ WORKER = textwrap.dedent('''
         net.hybridize(static_alloc=True, static_shape=True)
         session = mp.Session(net, (1, 3, 16, 16), steps_per_epoch=4, modifiers=[
             mp.PruningModifier('taylor', target=0.5, schedule=mp.schedules.AGP(start_epoch=0, end_epoch=1,
-                                                                               frequency=2))])
+                                                                               frequency=2), round_to=1)])
         session.sync = workers
 
         def trainer():

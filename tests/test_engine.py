@@ -7,7 +7,7 @@ from mxnet import autograd, gluon
 import nets
 import mxprune as mp
 from mxprune import criteria, flops, masks, schedules
-from mxprune.errors import OverPruneError
+from mxprune.errors import MxPruneError, OverPruneError, RecipeError
 from mxprune.graph import DependencyGraph, Selection
 from mxprune.modifiers import PruningModifier, Regularizer
 
@@ -20,6 +20,7 @@ def session(net, **kw):
         kw['selection'] = Selection(skip_first=kw.pop('skip_first'))
     if not {'scope', 'allocator', 'ratios', 'modifiers'} & set(kw):
         kw['allocator'] = 'uniform'  # these tests were written for the same fraction in every group
+    kw.setdefault('round_to', 1)  # the toy nets' groups are narrower than a CPU's channel block ('auto')
     mods = kw.pop('modifiers', None) or [PruningModifier(kw.pop('criterion', 'l2'), **kw)]
     return mp.Session(net, IN, steps_per_epoch=10, modifiers=mods)
 
@@ -127,7 +128,8 @@ def test_masks_keep_names_hybridized_equals_imperative_and_grads_are_zero():
 def test_pruned_weights_stay_zero_under_momentum_and_weight_decay():
     net = nets.build('residual')
     trainer = gluon.Trainer(net.collect_params(), 'nag', {'learning_rate': 0.1, 'momentum': 0.9, 'wd': 1e-3})
-    s = mp.Session(net, IN, 5, [PruningModifier('l1', target=0.5, schedule=schedules.OneShot(1))], trainer=trainer)
+    s = mp.Session(net, IN, 5, [PruningModifier('l1', target=0.5, schedule=schedules.OneShot(1), round_to=1)],
+                   trainer=trainer)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     y = mx.nd.array([0, 1])
     for step in range(12):
@@ -201,7 +203,7 @@ class TestCriterionContract:
     """Every registered criterion: scores per channel, deterministic, and pruning removes what it scores lowest."""
 
     def _session(self, name, net):
-        s = mp.Session(net, IN, 10, [PruningModifier(name, target=0.5, allocator='uniform')])
+        s = mp.Session(net, IN, 10, [PruningModifier(name, target=0.5, allocator='uniform', round_to=1)])
         if criteria.get(name).needs_grad:
             s.accumulate([(nets.data(i), mx.nd.array([0, 1])) for i in range(3)],
                          gluon.loss.SoftmaxCrossEntropyLoss(), [mx.cpu()])
@@ -320,6 +322,22 @@ def test_global_ranks_across_groups_local_cuts_each_equally():
     assert kept_global['b2.0.0:out'] < kept_global['b1.0.0:out']
     removed = sum(g.size - kept_global[g.name] for g in glob.modifiers[0].groups)
     assert removed >= 0.5 * (6 + 6 + 16)
+
+
+def test_round_to_auto_is_the_channel_block_of_the_device_the_net_is_on():
+    from mxprune import latency
+    assert latency.channel_block(flags=['sse4_2', 'avx2', 'avx512f']) == 16
+    assert latency.channel_block(flags=['sse4_2', 'avx2']) == 8
+    assert latency.channel_block(flags=['neon']) == 1
+    assert latency.channel_block(gpu=True, flags=['avx512f']) == 1
+    s = mp.Session(nets.build('residual'), IN, 10, [PruningModifier('l2', target=0.5)])  # on the CPU
+    assert s.modifiers[0].round_to == latency.channel_block() > 0
+    assert PruningModifier('l2', round_to=4).round_to == 4
+    with pytest.raises(MxPruneError, match="round_to 'fast'; expected 'auto' or an integer >= 1"):
+        PruningModifier('l2', round_to='fast')
+    with pytest.raises(RecipeError, match=r"pruning\[0\]\.round_to: 'fast' is not allowed; expected auto or an "
+                                          r"integer from 1 to 4096"):
+        mp.config.from_dict(mp.PruningConfig, {'round_to': 'fast'}, 'r.yaml', 'pruning[0]')
 
 
 def test_layerwise_ratios():

@@ -20,6 +20,7 @@ IN = (1,) + nets.SHAPE[1:]
 def _session(net, **kw):
     if 'scope' not in kw and 'allocator' not in kw:
         kw['allocator'] = 'uniform'  # written for the same fraction in every group
+    kw.setdefault('round_to', 1)  # groups narrower than a CPU's channel block ('auto')
     mod = PruningModifier(kw.pop('criterion', 'l2'), selection=Selection(skip_first=False), **kw)
     return mp.Session(net, IN, steps_per_epoch=10, modifiers=[mod])
 

@@ -20,18 +20,20 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--repeats', type=int, default=7,
                    help='interleaved timing rounds per batch size; the median time is shown')
     p.add_argument('--json', action='store_true', help='print the report as JSON')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = cli.parse_command('benchmark', __doc__, arguments, argv)
     threads_note = bootstrap.start()
-    from mxprune import benchmark, flops, pipeline
+    from mxprune import benchmark, flops, pipeline, progress
     from mxprune.graph import DependencyGraph
 
     try:
         batches = [int(b) for b in args.batches.split(',')]
     except ValueError:
         raise RecipeError(f'--batches {args.batches!r}: expected comma-separated integers, e.g. 1,64') from None
+    progress.ENABLED = not args.quiet
     rec, dense, pruned, _ = pipeline.load_run(args.run)
     if pruned is None:
         raise RecipeError(f'{args.run}: holds no pruned model (pruned.params) to compare')
