@@ -68,12 +68,14 @@ class ChannelCost:
         return total - self._kept(gi, keep) + stack.sum(axis=1).astype(np.float64)
 
 
-def cost_model(kind: str, graph: DependencyGraph, groups: Sequence = (), shapes: Optional[Shapes] = None):
-    """The cost model a target kind sums: channels (of `groups`), macs or params. Latency is `LatencyModel`'s."""
+def cost_model(kind: str, graph: DependencyGraph, groups: Sequence = (), shapes: Optional[Shapes] = None,
+               layers: Optional[frozenset] = None):
+    """The cost model a target kind sums: channels (of `groups`), macs (of the layer paths `layers`, default all)
+    or params. Latency is `LatencyModel`'s."""
     if kind == 'channels':
         return ChannelCost({g.index: g.size for g in groups})
     if kind == 'macs':
-        return MacsCost(graph, shapes)
+        return MacsCost(graph, shapes, layers)
     if kind == 'params':
         return ParamsCost(graph, shapes)
     raise MxPruneError(f'cost model {kind!r}; choose one of channels, macs, params (latency: LatencyModel)')

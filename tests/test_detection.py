@@ -188,8 +188,8 @@ def check_detector(name, size, target=0.5, export_dir=None, thorough=True):
     _tame_heads(net, shape)
     net.hybridize()
     backbone = D.backbone_of(name)
-    mod = D.BackboneMacs.wrap(mp.PruningModifier('l2', scope='global', target={'macs': target}, round_to=8,
-                                                 selection=mp.Selection(include=backbone)), backbone)
+    mod = mp.PruningModifier('l2', scope='global', target={'macs': target}, round_to=8,
+                             selection=mp.Selection(include=backbone), macs_layers=D.backbone_selection(backbone))
     s = mp.Session(net, shape, 10, [mod])
     assert not s.graph.unsupported, s.graph.unsupported
     dense_parts = D.macs_by_part(s.graph, backbone)

@@ -178,12 +178,10 @@ def _prune(net, name, rec, backbone, shape, train_loader, test_loader, ctx, eval
     from mxprune import detection as D, train as train_mod
     from mxprune.session import Session
 
-    mods = []
-    for c in rec.pruning:
-        m = c.build()
+    mods = [c.build() for c in rec.pruning]
+    for m in mods:
         if rec.detection.macs_of == 'backbone' and m.target.kind == 'macs':
-            m = D.BackboneMacs.wrap(m, backbone)
-        mods.append(m)
+            m.macs_layers = D.backbone_selection(backbone)
     spe = len(train_loader)
     session = Session(net, shape, spe, mods)
     trainer = train_mod.make_trainer(net, rec.finetune, ctx)

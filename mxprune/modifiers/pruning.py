@@ -213,7 +213,7 @@ class PruningModifier:
     def __init__(self, criterion='l2', *, granularity: str = 'channel', allocator=None, scope: Optional[str] = None,
                  target=0.5, schedule=None, initial_sparsity: float = 0.0, selection: Optional[Selection] = None,
                  round_to: Union[int, str] = 'auto', max_ratio: float = 0.9, ratios: Optional[Dict[str, float]] = None,
-                 step_ratio: float = 1.0, path: Optional[str] = None):
+                 step_ratio: float = 1.0, path: Optional[str] = None, macs_layers: Optional[Selection] = None):
         """
         Args:
             criterion: a name ('l1', 'l2', 'grad', 'taylor', 'group_taylor', 'bn_gamma', 'fpgm', 'random') or a
@@ -236,6 +236,8 @@ class PruningModifier:
             path: how the updates before the last approach the target: 'plan' (each plans the final widths with
                 the current scores and moves part of the way; the default with the knapsack) or 'budget' (each
                 meets the schedule's budget for its step; the default with the other allocators).
+            macs_layers: the Conv/Dense layers a macs target counts (e.g. a detector's backbone, whatever its heads
+                cost); default: every layer.
         """
         self.criterion = criteria_mod.get(criterion)
         if granularity not in ('channel', 'weight'):
@@ -280,6 +282,8 @@ class PruningModifier:
         self.latency_steps: List[dict] = []
         self.plan_steps: List[dict] = []
         self.correction = 1.0  # predicted / measured ms of the last net timed (latency targets)
+        self.macs_layers = macs_layers
+        self.macs_paths: Optional[frozenset] = None  # macs_layers resolved on the bound graph
         self._cost = None
 
     @property
@@ -310,6 +314,10 @@ class PruningModifier:
             self.layers = [layer for layer in graph.selected(self.selection) if layer.weighted]
             if not self.layers:
                 raise OverPruneError('no selected Conv/Dense layer to prune')
+        if self.macs_layers is not None:
+            self.macs_paths = frozenset(layer.path for layer in graph.selected(self.macs_layers) if layer.weighted)
+            if not self.macs_paths:
+                raise MxPruneError(f'macs_layers: {list(self.macs_layers.include)} matches no Conv/Dense layer path')
         self._cost = None
 
     def current_target(self, fraction: float) -> float:
@@ -333,7 +341,7 @@ class PruningModifier:
                 self._cost = self.latency_model.predictor
             else:
                 self._cost = allocation_mod.cost_model('channels' if kind == 'sparsity' else kind, session.graph,
-                                                       self.groups)
+                                                       self.groups, layers=self.macs_paths)
         return self._cost
 
     def budget(self, session, fraction: float) -> float:
