@@ -239,6 +239,8 @@ def read_folder(folder: str, limit: Optional[int] = None, expect_shape: Optional
 
 def _download(root: str, dataset: str, train: bool) -> ImageSet:
     from mxnet import gluon
+
+    from .layers import gluon_compat as gc
     cls = gluon.data.vision.CIFAR10 if dataset == 'cifar10' else gluon.data.vision.CIFAR100
     kwargs = {} if dataset == 'cifar10' else {'fine_label': True}
     try:
@@ -247,7 +249,8 @@ def _download(root: str, dataset: str, train: bool) -> ImageSet:
         why = str(e).splitlines()[0][:160] if str(e) else ''
         raise DataError(f'no {dataset} data in {root} and the download failed ({type(e).__name__}: {why}); '
                         f'{DATASETS[dataset].how_to_get}') from None
-    return ImageSet(ds._data.asnumpy(), np.asarray(ds._label, dtype=np.int32), root)
+    images, labels = gc.dataset_arrays(ds)
+    return ImageSet(images.asnumpy(), np.asarray(labels, dtype=np.int32), root)
 
 
 def load_cifar(dataset: str, root: str, train: bool, fmt: str = 'auto', limit: Optional[int] = None,

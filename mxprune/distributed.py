@@ -34,6 +34,7 @@ import numpy as np
 
 from . import masks as masks_mod
 from .errors import MxPruneError
+from .layers import gluon_compat as gc
 
 HOROVOD_INSTALL = ('HOROVOD_WITH_MXNET=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 '
                    'pip install --no-build-isolation horovod==0.28.1')
@@ -174,7 +175,7 @@ class Workers:
     def check_params(self, net: mx.gluon.Block, what: str = 'parameters') -> None:
         """Verifies that every parameter (weights, masks, BN statistics) is bit-identical on every worker."""
         payload = b''.join(p.data(p.list_ctx()[0]).asnumpy().tobytes() + repr(p.shape).encode()
-                           for p in net.collect_params().values() if p._data is not None)
+                           for p in net.collect_params().values() if gc.has_data(p))
         self.check_equal(what, payload)
 
     # --- BatchNorm statistics
@@ -184,7 +185,7 @@ class Workers:
         Masks are excluded (they are decided identically and verified). Returns the number of values exchanged.
         """
         params = [p for p in net.collect_params().values()
-                  if p.grad_req == 'null' and not p.name.endswith(masks_mod.MASK) and p._data is not None]
+                  if p.grad_req == 'null' and not p.name.endswith(masks_mod.MASK) and gc.has_data(p)]
         if not params:
             return 0
         local = np.concatenate([p.data(p.list_ctx()[0]).asnumpy().astype(np.float64).ravel() for p in params])
@@ -297,9 +298,8 @@ class PSLite(Workers):
         the KVStore aborted the process ("terminate called without an active exception").
         """
         kv, self.kv = self.kv, None
-        if kv is not None and kv.handle is not None:
-            mx.base.check_call(mx.base._LIB.MXKVStoreFree(kv.handle))
-            kv.handle = None  # KVStore.__del__ frees NULL then, which is a no-op
+        if kv is not None:
+            gc.free_kvstore(kv)
 
     def key_space(self) -> KeySpace:
         """A fresh range of keys for one Trainer (every worker must ask in the same order)."""
@@ -315,13 +315,12 @@ class PSLite(Workers):
         # batch is the global one, split over the workers, so 1/N more gives the gradient of the global mean.
         optimizer.rescale_grad = optimizer.rescale_grad / self.num_workers
         trainer = mx.gluon.Trainer(params, optimizer, kvstore=self.key_space(), update_on_kvstore=False)
-        deferred = [p.name for p in trainer._params if p._deferred_init]
+        deferred = [p.name for p in gc.trainer_params(trainer) if gc.is_deferred(p)]
         if deferred:
             raise DistributedError(f'parameter {deferred[0]} is not initialised yet; run one forward pass before '
                                    f'building a data-parallel Trainer (its weights are broadcast at once)')
         # Set up now, before the first backward: left to the first step() the workers diverged in 2 of 10 runs.
-        trainer._init_kvstore()
-        trainer._init_params()
+        gc.init_trainer_kvstore(trainer, with_params=True)
         return trainer
 
     def _sum(self, flat):

@@ -65,7 +65,7 @@ def structured(graph: DependencyGraph, keep: Dict[int, np.ndarray]) -> Count:
     Every parameter along a cut axis loses its cut slices (weights, biases, BN vectors), as shrinking does.
     """
     kept = {gi: _as_bool(k, next(g for g in graph.groups if g.index == gi).size) for gi, k in keep.items()}
-    axis_keep = _axis_masks(graph, kept)
+    axis_keep = axis_masks(graph, kept)
     per, params = {}, 0
     counted = set()
     for layer in graph.layers:
@@ -74,7 +74,7 @@ def structured(graph: DependencyGraph, keep: Dict[int, np.ndarray]) -> Count:
             sizes = list(layer.param_shapes[attr])
             for axis in range(len(sizes)):
                 m = axis_keep.get((id(layer), attr, axis))
-                if m is not None:  # a grouped conv's input mask covers the axis `groups` times (see _axis_masks)
+                if m is not None:  # a grouped conv's input mask covers the axis `groups` times (see axis_masks)
                     sizes[axis] = int(m.sum()) * sizes[axis] // len(m)
             n = int(np.prod(sizes))
             if attr == 'weight' and layer.weighted:
@@ -94,7 +94,7 @@ def _as_bool(k: np.ndarray, size: int) -> np.ndarray:
     return m
 
 
-def _axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tuple, np.ndarray]:
+def axis_masks(graph: DependencyGraph, kept: Dict[int, np.ndarray]) -> Dict[tuple, np.ndarray]:
     """(layer id, attr, axis) -> bool mask over the axis, for axes touched by a group in `kept`.
 
     A grouped convolution's input axis is the exception: its mask is over the layer's C_in input channels (its

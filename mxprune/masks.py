@@ -13,6 +13,8 @@ from typing import Dict, Iterator, Type
 import mxnet as mx
 import numpy as np
 
+from .layers import gluon_compat as gc
+
 MASK = 'weight_mask'
 _STATE = threading.local()
 _CLASSES: Dict[type, type] = {}
@@ -48,15 +50,15 @@ def _masked_class(cls: Type[mx.gluon.HybridBlock]) -> type:
 
 
 def is_masked(block: mx.gluon.Block) -> bool:
-    return MASK in block._reg_params
+    return MASK in gc.own_params(block)
 
 
 def attach(block: mx.gluon.HybridBlock) -> mx.gluon.Parameter:
     """Adds a ones mask shaped like `block.weight` (already initialised) and swaps in the masked class."""
     if is_masked(block):
-        return block._reg_params[MASK]
-    weight = block._reg_params['weight']
-    if weight._data is None:
+        return gc.own_params(block)[MASK]
+    weight = gc.own_params(block)['weight']
+    if not gc.has_data(weight):
         raise ValueError(f'{block.name}: initialise the net and run one forward pass before attaching masks')
     param = block.params.get(MASK, shape=weight.shape, init=mx.init.One(), grad_req='null',
                              differentiable=False, dtype=weight.dtype)
@@ -67,16 +69,17 @@ def attach(block: mx.gluon.HybridBlock) -> mx.gluon.Parameter:
 
 
 def mask_of(block: mx.gluon.Block) -> np.ndarray:
-    return block._reg_params[MASK].data(block._reg_params[MASK].list_ctx()[0]).asnumpy()
+    param = gc.own_params(block)[MASK]
+    return param.data(param.list_ctx()[0]).asnumpy()
 
 
 def set_mask(block: mx.gluon.Block, mask: np.ndarray, zero_weights: bool = True) -> None:
     """Sets the mask; with zero_weights the masked raw weights are zeroed too (so they are zero on export)."""
-    param = block._reg_params[MASK]
+    param = gc.own_params(block)[MASK]
     arr = mx.nd.array(mask.astype(np.float32), dtype=param.dtype)
     param.set_data(arr)
     if zero_weights:
-        weight = block._reg_params['weight']
+        weight = gc.own_params(block)['weight']
         for ctx in weight.list_ctx():
             w = weight.data(ctx)
             w *= arr.as_in_context(ctx)
@@ -84,8 +87,8 @@ def set_mask(block: mx.gluon.Block, mask: np.ndarray, zero_weights: bool = True)
 
 def fold(block: mx.gluon.Block) -> None:
     """Bakes the mask into the weight (weight *= mask); the mask stays attached."""
-    weight = block._reg_params['weight']
-    mask = block._reg_params[MASK]
+    weight = gc.own_params(block)['weight']
+    mask = gc.own_params(block)[MASK]
     for ctx in weight.list_ctx():
         w = weight.data(ctx)
         w *= mask.data(ctx)
@@ -97,8 +100,7 @@ def remove(block: mx.gluon.Block, fold_first: bool = True) -> None:
         return
     if fold_first:
         fold(block)
-    param = block._reg_params.pop(MASK)
-    block.params._params.pop(param.name, None)
+    gc.unregister_param(block, MASK)
     object.__delattr__(block, MASK)
     base = getattr(type(block), '_mxprune_base', None)
     if base is not None:
@@ -107,14 +109,13 @@ def remove(block: mx.gluon.Block, fold_first: bool = True) -> None:
 
 def clear_cached(net: mx.gluon.Block) -> None:
     """Drops every cached graph so the next forward rebuilds it (needed after attaching, removing or cutting)."""
-    if hasattr(net, '_clear_cached_op'):
-        net._clear_cached_op()
-    for child in net._children.values():
+    gc.clear_cached_op(net)
+    for child in gc.children(net).values():
         clear_cached(child)
 
 
 def masked_blocks(net: mx.gluon.Block) -> Iterator[mx.gluon.Block]:
     if is_masked(net):
         yield net
-    for child in net._children.values():
+    for child in gc.children(net).values():
         yield from masked_blocks(child)

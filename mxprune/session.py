@@ -27,6 +27,7 @@ from . import masks as masks_mod
 from .errors import MxPruneError
 from .graph import DependencyGraph, Layer
 from .graph.core import finish_init
+from .layers import gluon_compat as gc
 from .modifiers import PruningModifier, Regularizer
 
 
@@ -252,10 +253,10 @@ class Session:
         if self.trainer is None:
             return
         p = layer.params['weight']
-        idx = getattr(self.trainer, '_param2idx', {}).get(p.name)
+        idx = gc.trainer_param_index(self.trainer, p.name)
         if idx is None:
             return
-        for updater in getattr(self.trainer, '_updaters', []) or []:
+        for updater in gc.trainer_updaters(self.trainer):
             state = updater.states.get(idx)
             for s in (state if isinstance(state, (tuple, list)) else [state]):
                 if isinstance(s, mx.nd.NDArray) and s.shape == mask.shape:

@@ -117,7 +117,7 @@ def apply_plan(net: mx.gluon.HybridBlock, plan: Plan, input_shape: Optional[Sequ
     """Cuts `net` in place to the plan. Returns {layer path: {role: kept count}} for the layers it changed."""
     shape = tuple(input_shape or plan.input_shape)
     graph = DependencyGraph.trace(net, shape)
-    axis_keep = flops_mod._axis_masks(graph, plan.keep_masks(graph))
+    axis_keep = flops_mod.axis_masks(graph, plan.keep_masks(graph))
     changed = {}
     for layer in graph.layers:
         role_keep = {}

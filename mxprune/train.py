@@ -18,6 +18,7 @@ from mxnet import autograd, gluon
 
 from . import io
 from .errors import MxPruneError, NumericsError, RecipeError
+from .layers import gluon_compat as gc
 
 
 def parse_ctx(text: str) -> List[mx.Context]:
@@ -106,10 +107,11 @@ def make_trainer(net: gluon.Block, cfg, ctx: Sequence[mx.Context], kvstore=None)
 def optimizer_states(trainer: gluon.Trainer) -> Dict[str, mx.nd.NDArray]:
     """Momentum buffers by parameter name (from the first device's updater)."""
     out = {}
-    if not trainer._updaters:
+    updaters = gc.trainer_updaters(trainer)
+    if not updaters:
         return out
-    states = trainer._updaters[0].states
-    for i, p in enumerate(trainer._params):
+    states = updaters[0].states
+    for i, p in enumerate(gc.trainer_params(trainer)):
         s = states.get(i)
         if isinstance(s, mx.nd.NDArray):
             out[p.name] = s.copyto(mx.cpu())
@@ -119,16 +121,16 @@ def optimizer_states(trainer: gluon.Trainer) -> Dict[str, mx.nd.NDArray]:
 def load_optimizer_states(trainer: gluon.Trainer, states: Dict[str, mx.nd.NDArray]) -> None:
     """Restores momentum buffers, already on each device and marked synced: the Updater then takes the same
     (aggregated) update path as in an uninterrupted run, which keeps a resumed run bit-identical."""
-    by_name = {p.name: i for i, p in enumerate(trainer._params)}
+    params = gc.trainer_params(trainer)
+    by_name = {p.name: i for i, p in enumerate(params)}
     unknown = [k for k in states if k not in by_name]
     if unknown:
         raise MxPruneError(f'optimizer state for {unknown[0]!r} matches no trained parameter')
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    for k, updater in enumerate(trainer._updaters):
+    gc.init_trainer_kvstore(trainer)
+    for k, updater in enumerate(gc.trainer_updaters(trainer)):
         for name, arr in states.items():
             i = by_name[name]
-            ctx = trainer._params[i].list_ctx()
+            ctx = params[i].list_ctx()
             updater.states[i] = arr.as_in_context(ctx[k % len(ctx)]).copy()
             updater.states_synced[i] = True
 
@@ -324,7 +326,7 @@ def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequ
 
 def check_weights(net: gluon.Block, step: int, epoch: int, last_ckpt: Optional[str]) -> None:
     """Stops on NaN/inf anywhere in the parameters (one sync per epoch)."""
-    norms = [p.data().norm() for p in net.collect_params().values() if p._data is not None]
+    norms = [p.data().norm() for p in net.collect_params().values() if gc.has_data(p)]
     if norms:
         total = float(mx.nd.add_n(*[n.as_in_context(mx.cpu()) for n in norms]).asscalar())
         _finite_or_raise(total, 'the sum of the weight norms', step, epoch, last_ckpt)

@@ -84,3 +84,58 @@ def test_import_direction():
                 if imp == mod:
                     continue
                 assert _layer(imp) <= _layer(mod), f'mxprune/{rel} imports mxprune.{imp} (a higher layer)'
+
+
+# Gluon private attributes (STYLE.md): only mxprune/layers/ may read them. The rule, outside mxprune/layers/:
+# `x._name` and getattr/setattr/hasattr/delattr(x, '_name') are refused, except on `self`, `cls` and `super()`
+# (a class's own state and its base's hooks), on names the module itself defines at top level, for attributes
+# named `_mxprune...` (mxprune's own markers on Gluon classes) and for `os._exit` (a public stdlib function).
+# Dunders (`__name__`) are not private.
+PRIVATE_OK = {('os', '_exit')}
+
+
+def _private_accesses(source):
+    tree = ast.parse(source)
+    own = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                own.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+
+    def refused(obj, attr):
+        if not attr.startswith('_') or attr.startswith('__') or attr.startswith('_mxprune'):
+            return False
+        if isinstance(obj, ast.Name) and (obj.id in ('self', 'cls') or obj.id in own or (obj.id, attr) in PRIVATE_OK):
+            return False
+        is_super = isinstance(obj, ast.Call) and isinstance(obj.func, ast.Name) and obj.func.id == 'super'
+        return not is_super
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and refused(node.value, node.attr):
+            yield f'{node.lineno}: {ast.unparse(node)}'
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ('getattr', 'setattr', 'hasattr', 'delattr') and len(node.args) >= 2
+              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+              and refused(node.args[0], node.args[1].value)):
+            yield f'{node.lineno}: {ast.unparse(node)}'
+
+
+def test_gluon_private_attributes_are_touched_only_in_layers():
+    # the rule catches what it is meant to
+    caught = list(_private_accesses('def f(trainer, p, F):\n    trainer._updaters\n'
+                                    "    getattr(trainer, '_param2idx', {})\n    super()._x\n    p.__class__\n"))
+    assert caught == ['2: trainer._updaters', "3: getattr(trainer, '_param2idx', {})"]
+    pkg = os.path.join(ROOT, 'mxprune')
+    found = []
+    for dirpath, _, files in os.walk(pkg):
+        if os.path.relpath(dirpath, pkg).replace(os.sep, '/').split('/')[0] == 'layers':
+            continue
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, ROOT)
+                found += [f'{rel}:{hit}' for hit in _private_accesses(open(path, encoding='utf-8').read())]
+    assert not found, 'Gluon private attributes outside mxprune/layers/ (add a function to ' \
+                      'mxprune/layers/gluon_compat.py):\n' + '\n'.join(found)

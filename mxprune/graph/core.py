@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import masks as masks_mod
 from ..errors import MxPruneError
-from ..layers import HANDLERS, LayerHandler
+from ..layers import HANDLERS, LayerHandler, gluon_compat
 from .rules import RULES, unknown
 
 
@@ -452,10 +452,10 @@ def _owners(net: mx.gluon.Block):
     owners, params = {}, {}
 
     def walk(block, path):
-        for attr, p in block._reg_params.items():
+        for attr, p in gluon_compat.own_params(block).items():
             owners.setdefault(p.name, (block, attr, path))
             params.setdefault(p.name, p)
-        for name, child in block._children.items():
+        for name, child in gluon_compat.children(block).items():
             walk(child, f'{path}.{name}' if path else name)
     walk(net, '')
     return owners, params
@@ -658,8 +658,8 @@ def finish_init(net: mx.gluon.HybridBlock, input_shape: Tuple[int, ...]) -> None
     params = list(net.collect_params().values())
     if not params:
         raise MxPruneError(f'{type(net).__name__} has no parameters to prune')
-    if any(p._data is None and not p._deferred_init for p in params):
+    if any(not gluon_compat.has_data(p) and not gluon_compat.is_deferred(p) for p in params):
         raise MxPruneError(f'{type(net).__name__} is not initialised: call net.initialize() (or load weights) first')
-    if any(p._data is None for p in params):
-        ctx = next(p for p in params if p._deferred_init)._deferred_init[1][0]
+    if any(not gluon_compat.has_data(p) for p in params):
+        ctx = gluon_compat.deferred_ctx(next(p for p in params if gluon_compat.is_deferred(p)))
         net(mx.nd.zeros(input_shape, ctx=ctx))
