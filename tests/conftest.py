@@ -12,13 +12,28 @@ SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets')
 CIFAR = os.path.join(SHARED, 'cifar10')
 
 
+def shared_dataset(name: str, required: str) -> str:
+    """The folder ../shared/datasets/<name>, if it holds `required` (a file or folder inside it).
+
+    Without it the test is skipped, except under MXPRUNE_REQUIRE_SHARED (set by .ci/run), where it fails: CI must
+    not pass by skipping every real-data test. Every fixture that reads shared data goes through here.
+    """
+    root = os.path.join(SHARED, name)
+    if not os.path.exists(os.path.join(root, required)):
+        if os.environ.get('MXPRUNE_REQUIRE_SHARED'):
+            pytest.fail(f'{os.path.join(root, required)} is missing but MXPRUNE_REQUIRE_SHARED is set')
+        pytest.skip(f'real data not found at {os.path.join(root, required)}')
+    return root
+
+
 @pytest.fixture(scope='session')
 def cifar_root():
-    if not os.path.exists(os.path.join(CIFAR, 'train.rec')):
-        if os.environ.get('MXPRUNE_REQUIRE_SHARED'):
-            pytest.fail(f'{CIFAR} is missing but MXPRUNE_REQUIRE_SHARED is set')
-        pytest.skip(f'real data not found at {CIFAR}')
-    return CIFAR
+    return shared_dataset('cifar10', 'train.rec')
+
+
+@pytest.fixture(scope='session')
+def raccoon_root():
+    return shared_dataset('raccoon', 'Annotations')
 
 
 def run_tool(args, env=None, timeout=600):

@@ -16,16 +16,12 @@ from mxprune import recipe as R
 from mxprune.errors import DataError, RecipeError
 from mxprune.graph import DependencyGraph
 
-from conftest import SHARED, run_tool
-
-RACCOON = os.path.join(SHARED, 'raccoon')
+from conftest import run_tool
 
 
 @pytest.fixture(scope='module')
-def raccoon():
-    if not os.path.isdir(os.path.join(RACCOON, 'Annotations')):
-        pytest.skip(f'raccoon data not found at {RACCOON}')
-    return RACCOON
+def raccoon(raccoon_root):
+    return raccoon_root
 
 
 # ------------------------------------------------------------------------------------------ a tiny detector

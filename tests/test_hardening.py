@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CIFAR, ROOT
+from conftest import ROOT
 from test_prune_tool import MALFORMED
 
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -33,13 +33,11 @@ def _write_rec(folder, split, images, labels, fmt='.png'):
 
 
 @pytest.fixture(scope='module')
-def world(tmp_path_factory):
+def world(tmp_path_factory, cifar_root):
     """A folder of inputs the corpus points at: small real data (good and broken), weights, plans, runs."""
     w = tmp_path_factory.mktemp('world')
-    if not os.path.exists(os.path.join(CIFAR, 'train.rec')):
-        pytest.skip('real data not found')
     from mxprune import data as D
-    s = D.load_cifar('cifar10', CIFAR, True, 'rec', limit=64)
+    s = D.load_cifar('cifar10', cifar_root, True, 'rec', limit=64)
     good = w / 'good'
     good.mkdir()
     _write_rec(str(good), 'train', s.images[:48], s.labels[:48])
