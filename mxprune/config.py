@@ -158,6 +158,17 @@ def from_dict(cls: Type[T], data: Any, where: str = 'config', path: str = '') ->
     return obj
 
 
+def check_value(cls: Type[Any], name: str, value: Any, where: str, path: str) -> Any:
+    """`value` for field `name` of dataclass `cls`, validated as `from_dict` validates it (type, range, choices).
+
+    Args:
+        where: the file or object named in errors.
+        path: the dotted key path of the field.
+    """
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _convert(typing.get_type_hints(cls)[name], value, where, path, dict(f.metadata))
+
+
 def to_dict(obj: Any) -> Any:
     """Plain data (dicts, lists, scalars) of a dataclass tree, in field order."""
     if dataclasses.is_dataclass(obj):

@@ -5,7 +5,7 @@ A schedule answers two questions for t, the number of optimizer steps completed 
     is_update(t) whether the masks are recomputed before step t + 1 (t = 0: before any training)
 A modifier turns the fraction into its current target (e.g. sparsity s_i + (s_f - s_i) * fraction).
 """
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -13,7 +13,6 @@ from .errors import MxPruneError
 from .registry import Registry
 
 SCHEDULES: Registry['Schedule'] = Registry('schedule')
-CURVES = ('cubic', 'linear')
 
 
 def cubic(p: float) -> float:
@@ -24,6 +23,9 @@ def cubic(p: float) -> float:
 
 def linear(p: float) -> float:
     return min(1.0, max(0.0, p))
+
+
+CURVES: Dict[str, Callable[[float], float]] = {'cubic': cubic, 'linear': linear}  # the gradual schedule's shapes
 
 
 class Schedule:
@@ -154,7 +156,7 @@ class Gradual(Schedule):
     def fraction(self, step, steps_per_epoch):
         pts = self.points(steps_per_epoch)
         done = sum(1 for p in pts if step >= p)
-        return {'cubic': cubic, 'linear': linear}[self.curve](done / len(pts))
+        return CURVES[self.curve](done / len(pts))
 
     def is_update(self, step, steps_per_epoch):
         return step in self.points(steps_per_epoch)

@@ -7,7 +7,7 @@ from mxnet import autograd, gluon
 import nets
 import mxprune as mp
 from mxprune import criteria, flops, masks, schedules
-from mxprune.errors import MxPruneError, OverPruneError, RecipeError
+from mxprune.errors import OverPruneError, RecipeError
 from mxprune.graph import DependencyGraph, Selection
 from mxprune.modifiers import PruningModifier, Regularizer
 
@@ -333,11 +333,32 @@ def test_round_to_auto_is_the_channel_block_of_the_device_the_net_is_on():
     s = mp.Session(nets.build('residual'), IN, 10, [PruningModifier('l2', target=0.5)])  # on the CPU
     assert s.modifiers[0].round_to == latency.channel_block() > 0
     assert PruningModifier('l2', round_to=4).round_to == 4
-    with pytest.raises(MxPruneError, match="round_to 'fast'; expected 'auto' or an integer >= 1"):
+    with pytest.raises(RecipeError, match="^PruningModifier: round_to: 'fast' is not allowed; expected auto or an "
+                                          "integer from 1 to 4096$"):
         PruningModifier('l2', round_to='fast')
     with pytest.raises(RecipeError, match=r"pruning\[0\]\.round_to: 'fast' is not allowed; expected auto or an "
                                           r"integer from 1 to 4096"):
         mp.config.from_dict(mp.PruningConfig, {'round_to': 'fast'}, 'r.yaml', 'pruning[0]')
+
+
+@pytest.mark.parametrize('bad', [{'criterion': 'fpgm', 'granularity': 'weight'}, {'granularity': 'filter'},
+                                 {'max_ratio': 1.5}, {'path': 'greedy'}, {'step_ratio': 0.0}, {'scope': 'everywhere'},
+                                 {'target': {'macs': 0.5}, 'granularity': 'weight'}, {'initial_sparsity': 0.7},
+                                 {'ratios': {'b1.*': 0.5}, 'target': {'speedup': 1.2}}])
+def test_a_modifier_and_its_recipe_item_obey_one_set_of_rules(bad):
+    with pytest.raises(RecipeError) as from_args:
+        PruningModifier(**bad)
+    with pytest.raises(RecipeError) as from_recipe:
+        mp.config.from_dict(mp.PruningConfig, bad, 'PruningModifier', '')
+    assert str(from_args.value) == str(from_recipe.value)
+
+
+def test_the_criteria_allowed_on_weights_are_read_from_the_registry():
+    unstructured = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).structured_only]
+    assert 'l2' in unstructured and 'fpgm' not in unstructured
+    with pytest.raises(RecipeError, match=f"'fpgm' is not allowed with granularity weight; expected one of "
+                                          f"{', '.join(unstructured)}$"):
+        PruningModifier('fpgm', granularity='weight')
 
 
 def test_layerwise_ratios():

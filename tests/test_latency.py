@@ -165,7 +165,7 @@ def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
     assert s.sparsity()['macs_ratio'] < 1.0
     small, plan = s.finalize()
     assert plan.groups
-    with pytest.raises(mp.MxPruneError, match='give no layer-wise ratios'):
+    with pytest.raises(mp.MxPruneError, match='ratios: layer-wise ratios are not allowed with a speedup target'):
         mp.PruningModifier('l2', ratios={'b1.*': 0.5}, target={'speedup': 1.2})
     with pytest.raises(mp.RecipeError, match='expected exactly one of sparsity, macs, params, latency, speedup'):
         mp.PruningModifier('l2', target={'speedup': 1.2, 'macs': 0.5})

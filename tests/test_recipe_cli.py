@@ -10,6 +10,7 @@ from mxprune import cli, config, recipe as R
 from mxprune.allocation import ALLOCATORS
 from mxprune.commands import recipe as cmd
 from mxprune.criteria import CRITERIA
+from mxprune.modifiers import REGULARIZERS
 from mxprune.schedules import SCHEDULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,8 @@ def test_schema_lists_every_key_of_a_full_recipe(capsys):
 
 
 @pytest.mark.parametrize('key, registry', [('pruning[].criterion', CRITERIA), ('pruning[].allocator', ALLOCATORS),
-                                           ('pruning[].schedule.kind', SCHEDULES)])
+                                           ('pruning[].schedule.kind', SCHEDULES),
+                                           ('regularizers[].kind', REGULARIZERS)])
 def test_registry_backed_keys_list_the_registered_names(key, registry):
     k = next(k for s in config.schema(R.Recipe) for k in s.keys if k.path == key)
     allowed = cmd._allowed(k)

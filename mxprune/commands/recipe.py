@@ -59,8 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _registries() -> list:
-    from mxprune import allocation, criteria, schedules
-    return [criteria.CRITERIA, allocation.ALLOCATORS, schedules.SCHEDULES]
+    from mxprune import allocation, criteria, modifiers, schedules
+    return [criteria.CRITERIA, allocation.ALLOCATORS, schedules.SCHEDULES, modifiers.REGULARIZERS]
 
 
 def _show(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Modifiers: pruning (criterion + granularity + allocator + target + schedule + selection) and sparsity regularisers.
+"""The pruning modifier: criterion + granularity + allocator + target + schedule + selection.
 
 A PruningModifier decides masks; the Session applies them. Structured ('channel') pruning decides a keep-mask per
 coupled group: at each scheduled update the criterion scores the channels, the target gives a budget (the fraction
@@ -8,203 +8,18 @@ pruned. Targets: `sparsity` (the fraction of channels of the prunable groups, or
 `macs` or `params` (the fraction of the dense count kept), `speedup` or `latency` (measured on this machine).
 """
 import dataclasses
-import inspect
 import warnings
 from typing import Callable, Dict, List, Optional, Union
 
-import mxnet as mx
 import numpy as np
 
-from . import allocation as allocation_mod
-from . import criteria as criteria_mod
-from . import latency as latency_mod
-from . import schedules as schedules_mod
-from .config import spec
-from .errors import MxPruneError, OverPruneError, RecipeError
-from .graph import DependencyGraph, Group, Layer, Selection
-from .graph import match
-
-# ------------------------------------------------------------------------------------------------------------------
-# Configuration (the recipe's `pruning:` and `regularizers:` items)
-
-
-@dataclasses.dataclass
-class LatencySpec:
-    ms: float = spec(lo=0.0, lo_open=True, help='predicted (and then measured) latency per batch')
-    batch: int = spec(64, lo=1, hi=65536)
-
-
-TARGET_KINDS = ('sparsity', 'macs', 'params', 'latency', 'speedup')
-
-
-@dataclasses.dataclass
-class TargetConfig:
-    sparsity: Optional[float] = spec(None, lo=0.0, hi=1.0, hi_open=True,
-                                     help='fraction of channels (or weights) removed')
-    macs: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1.0, help='fraction of dense MACs kept')
-    params: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1.0, help='fraction of dense parameters kept')
-    latency: Optional[LatencySpec] = spec(None, help='{ms, batch}: a measured-latency budget on this machine')
-    speedup: Optional[float] = spec(None, lo=1.0, lo_open=True, help='dense latency / pruned latency at `batch`')
-    batch: int = spec(64, lo=1, hi=65536, help='batch size a speedup target is measured at')
-
-    def check(self, where: str, path: str) -> None:
-        set_ = [k for k in TARGET_KINDS if getattr(self, k) is not None]
-        if len(set_) != 1:
-            shown = {k: getattr(self, k) for k in TARGET_KINDS if getattr(self, k) is not None}
-            raise RecipeError(f'{where}: {path}: {shown!r} is not allowed; expected exactly one of '
-                              f'{", ".join(TARGET_KINDS)}')
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in TARGET_KINDS if getattr(self, k) is not None)
-
-    @property
-    def value(self) -> float:
-        return self.latency.ms if self.kind == 'latency' else getattr(self, self.kind)
-
-    @property
-    def timed_batch(self) -> int:
-        return self.latency.batch if self.kind == 'latency' else self.batch
-
-
-@dataclasses.dataclass
-class ScheduleConfig:
-    kind: str = spec('oneshot', choices=tuple(schedules_mod.SCHEDULES.names()))
-    epoch: float = spec(0.0, lo=0.0, help='oneshot: prune when this many epochs are done')
-    start_epoch: float = spec(0.0, lo=0.0, help='iterative, agp, gradual')
-    end_epoch: float = spec(1.0, lo=0.0, help='iterative, agp, gradual (gradual: the last step lands here)')
-    rounds: int = spec(3, lo=1, help='iterative')
-    frequency: int = spec(100, lo=1, help='agp: steps between updates')
-    steps: int = spec(8, lo=1, hi=10000, help='gradual: pruning steps from start_epoch to end_epoch')
-    curve: str = spec('cubic', choices=schedules_mod.CURVES, help='gradual: how the budget tightens over the steps')
-
-    def check(self, where: str, path: str) -> None:
-        if self.end_epoch < self.start_epoch:
-            raise RecipeError(f'{where}: {path}.end_epoch: {self.end_epoch!r} is not allowed; expected a value >= '
-                              f'start_epoch ({self.start_epoch})')
-
-    def build(self) -> schedules_mod.Schedule:
-        """The registered schedule of this kind, given the fields its constructor takes."""
-        cls = schedules_mod.SCHEDULES.get(self.kind)
-        taken = inspect.signature(cls.__init__).parameters
-        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in taken})
-
-
-@dataclasses.dataclass
-class PruningConfig:
-    criterion: str = spec('l2', choices=tuple(criteria_mod.CRITERIA.names()))
-    granularity: str = spec('channel', choices=('channel', 'weight'))
-    allocator: Optional[str] = spec(None, choices=(None,) + tuple(allocation_mod.ALLOCATORS.names()),
-                                    help='how the budget is spread over the groups (default: knapsack; uniform '
-                                         'with ratios)')
-    scope: Optional[str] = spec(None, choices=(None, 'local', 'global'),
-                                help='older name of the allocator: local = uniform, global = threshold')
-    target: TargetConfig = spec(factory=lambda: TargetConfig(sparsity=0.5))
-    initial_sparsity: float = spec(0.0, lo=0.0, hi=1.0, hi_open=True, help='sparsity target at the first update')
-    schedule: ScheduleConfig = spec(factory=ScheduleConfig)
-    include: List[str] = spec(factory=lambda: ['*'], help='glob (or re:regex) on layer paths or block names')
-    exclude: List[str] = spec(factory=list)
-    skip_first: bool = spec(True, help='leave the first conv (on the input) out')
-    skip_last: bool = spec(True, help='leave the classifier (producing the output) out')
-    round_to: Union[int, str] = spec('auto', lo=1, hi=4096,
-                                     help='kept channels per group a multiple of this; auto: the device\'s channel '
-                                          'block (16 on an AVX-512 CPU, 8 on AVX2, 1 on a GPU)')
-    max_ratio: float = spec(0.9, lo=0.0, hi=1.0, help='at most this fraction of a group (or layer) is removed')
-    path: Optional[str] = spec(None, choices=(None, 'plan', 'budget'),
-                               help='updates before the last: plan (move toward the final widths, re-planned each '
-                                    'step; default with knapsack) or budget (meet the step\'s own budget)')
-    step_ratio: float = spec(1.0, lo=0.0, lo_open=True, hi=1.0,
-                             help='at most this fraction of a group\'s live channels removed by one update before '
-                                  'the last (gradual schedules re-score in between)')
-    ratios: Dict[str, float] = spec(factory=dict, help='layer-wise sparsity per glob pattern (uniform allocator)')
-    reduction: str = spec('mean', choices=criteria_mod.REDUCTIONS)
-    normalizer: Optional[str] = spec(criteria_mod.AUTO, choices=(criteria_mod.AUTO,) + criteria_mod.NORMALIZERS,
-                                     help='per-group score normalisation; auto: the default of the criterion (mean; '
-                                          'group_taylor: null)')
-    members: str = spec('all', choices=criteria_mod.MEMBERS)
-    seed: int = spec(0, lo=0)
-    score_batches: int = spec(32, lo=0, help='grad/taylor: batches of gradients gathered before an update at step 0')
-    recalibrate_batches: int = spec(20, lo=0, help='training batches that refresh the BatchNorm statistics after each '
-                                                   'structured update (0: none)')
-
-    def check(self, where: str, path: str) -> None:
-        if isinstance(self.round_to, str) and self.round_to != 'auto':
-            raise RecipeError(f'{where}: {path}.round_to: {self.round_to!r} is not allowed; expected auto or an '
-                              f'integer from 1 to 4096')
-        try:
-            resolve_allocator(self.allocator, self.scope, ())
-        except MxPruneError as e:
-            raise RecipeError(f'{where}: {path}.allocator: {self.allocator!r} is not allowed with scope '
-                              f'{self.scope!r} ({e})') from None
-        chosen = resolve_allocator(self.allocator, self.scope, ())
-        if self.ratios and (self.allocator or self.scope) and chosen != 'uniform':
-            raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with the {chosen} allocator; '
-                              f'expected allocator uniform (or scope local)')
-        crit = criteria_mod.CRITERIA.get(self.criterion)
-        if self.granularity == 'weight' and getattr(crit, 'structured_only', False):
-            raise RecipeError(f'{where}: {path}.criterion: {self.criterion!r} is not allowed with granularity '
-                              f'weight; expected one of l1, l2, grad, taylor, random')
-        if self.granularity == 'weight' and self.target.kind != 'sparsity':
-            raise RecipeError(f'{where}: {path}.target: {self.target.kind} is not allowed with granularity weight; '
-                              f'expected sparsity (unstructured zeros do not shrink a dense layer)')
-        if self.target.kind in ('latency', 'speedup') and self.ratios:
-            raise RecipeError(f'{where}: {path}.ratios: layer-wise ratios are not allowed with a {self.target.kind} '
-                              f'target; expected none (the allocator chooses every width)')
-        for k, v in self.ratios.items():
-            if not 0.0 <= v < 1.0:
-                raise RecipeError(f'{where}: {path}.ratios.{k}: {v!r} is not allowed; expected 0 <= ratio < 1')
-        if self.target.kind == 'sparsity' and self.initial_sparsity > self.target.value:
-            raise RecipeError(f'{where}: {path}.initial_sparsity: {self.initial_sparsity!r} is not allowed; '
-                              f'expected a value <= target.sparsity ({self.target.value})')
-
-    def build(self) -> 'PruningModifier':
-        kwargs = {'reduction': self.reduction, 'normalizer': self.normalizer, 'members': self.members}
-        if self.criterion == 'random':
-            kwargs['seed'] = self.seed
-        crit = criteria_mod.get(self.criterion, **kwargs)
-        return PruningModifier(crit, granularity=self.granularity, allocator=self.allocator, scope=self.scope,
-                               target=self.target, schedule=self.schedule.build(),
-                               initial_sparsity=self.initial_sparsity,
-                               selection=Selection(tuple(self.include), tuple(self.exclude), self.skip_first,
-                                                   self.skip_last),
-                               round_to=self.round_to, max_ratio=self.max_ratio, ratios=dict(self.ratios),
-                               step_ratio=self.step_ratio, path=self.path)
-
-
-def resolve_allocator(allocator, scope: Optional[str], ratios) -> str:
-    """The allocator's name from the `allocator` and older `scope` settings (an object passes as it is)."""
-    by_scope = {None: None, 'local': 'uniform', 'global': 'threshold'}
-    if scope not in by_scope:
-        raise MxPruneError(f'scope {scope!r}; choose local or global (or an allocator)')
-    name = allocator if allocator is not None else by_scope[scope] or ('uniform' if ratios else 'knapsack')
-    if isinstance(name, str):
-        allocation_mod.ALLOCATORS.get(name)
-    if scope is not None and allocator is not None and by_scope[scope] != getattr(name, 'registry_name', name):
-        raise MxPruneError(f'scope {scope} means allocator {by_scope[scope]}, not {allocator!r}; give one of them')
-    if ratios and getattr(name, 'registry_name', name) != 'uniform':
-        raise MxPruneError(f'layer-wise ratios take the uniform allocator, not {getattr(name, "registry_name", name)}'
-                           f' (scope global / threshold and knapsack choose the widths themselves)')
-    return name
-
-
-@dataclasses.dataclass
-class RegularizerConfig:
-    kind: str = spec('bn_l1', choices=('bn_l1', 'l1', 'l2', 'group_lasso'))
-    strength: float = spec(1e-4, lo=0.0)
-    start_epoch: float = spec(0.0, lo=0.0)
-    end_epoch: Optional[float] = spec(None, lo=0.0, help='null: until training ends')
-    include: List[str] = spec(factory=lambda: ['*'])
-    exclude: List[str] = spec(factory=list)
-    skip_first: bool = spec(True)
-    skip_last: bool = spec(True)
-
-    def build(self) -> 'Regularizer':
-        return Regularizer(self.kind, self.strength, self.start_epoch, self.end_epoch,
-                           Selection(tuple(self.include), tuple(self.exclude), self.skip_first, self.skip_last))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Pruning
+from .. import allocation as allocation_mod
+from .. import criteria as criteria_mod
+from .. import latency as latency_mod
+from .. import schedules as schedules_mod
+from ..errors import MxPruneError, OverPruneError
+from ..graph import DependencyGraph, Group, Layer, Selection, match
+from .configs import as_target, check_pruning, resolve_allocator
 
 
 class PruningModifier:
@@ -239,26 +54,12 @@ class PruningModifier:
             macs_layers: the Conv/Dense layers a macs target counts (e.g. a detector's backbone, whatever its heads
                 cost); default: every layer.
         """
+        check_pruning('PruningModifier', '', {
+            'criterion': criterion, 'granularity': granularity, 'allocator': allocator, 'scope': scope,
+            'target': target, 'initial_sparsity': initial_sparsity, 'round_to': round_to, 'max_ratio': max_ratio,
+            'path': path, 'step_ratio': step_ratio, 'ratios': ratios})
         self.criterion = criteria_mod.get(criterion)
-        if granularity not in ('channel', 'weight'):
-            raise MxPruneError(f'granularity {granularity!r}; choose channel or weight')
-        if granularity == 'weight' and self.criterion.structured_only:
-            raise MxPruneError(f'criterion {self.criterion.registry_name} scores channels only; use granularity '
-                               f'channel')
-        if isinstance(target, (int, float)):
-            target = TargetConfig(sparsity=float(target))
-        elif isinstance(target, dict):
-            from .config import from_dict
-            target = from_dict(TargetConfig, target, 'PruningModifier', 'target')
-        target.check('PruningModifier', 'target')
-        if granularity == 'weight' and target.kind != 'sparsity':
-            raise MxPruneError('unstructured (weight) pruning takes a sparsity target')
-        if target.kind in ('latency', 'speedup') and ratios:
-            raise MxPruneError('latency and speedup targets choose the widths themselves: give no layer-wise ratios')
-        if round_to != 'auto' and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-            raise MxPruneError(f"round_to {round_to!r}; expected 'auto' or an integer >= 1")
-        if not 0.0 <= max_ratio <= 1.0 or not 0.0 < step_ratio <= 1.0:
-            raise MxPruneError(f'max_ratio {max_ratio} must be in [0, 1] and step_ratio {step_ratio} in (0, 1]')
+        target = as_target(target, 'PruningModifier', 'target')
         self.allocator = allocation_mod.get(resolve_allocator(allocator, scope, ratios))
         self.granularity, self.target = granularity, target
         # unstructured pruning ranks weights per layer (local) or over all layers (global)
@@ -271,8 +72,6 @@ class PruningModifier:
         self.round_to = 1 if round_to == 'auto' else round_to  # 'auto' is resolved by bind, on the net's device
         self.max_ratio, self.ratios = max_ratio, dict(ratios or {})
         self.step_ratio = step_ratio
-        if path not in (None, 'plan', 'budget'):
-            raise MxPruneError(f'path {path!r}; choose plan or budget')
         self.path = path or ('plan' if isinstance(self.allocator, allocation_mod.Knapsack) else 'budget')
         self.groups: List[Group] = []
         self.layers: List[Layer] = []
@@ -541,80 +340,3 @@ class PruningModifier:
     def __repr__(self) -> str:
         return (f'PruningModifier({self.criterion.registry_name}, {self.granularity}, {self.scope}, '
                 f'{self.target.kind}={self.target.value}, {type(self.schedule).__name__})')
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Sparsity regularisers
-
-
-class Regularizer:
-    """Adds a sparsity-inducing gradient before the optimizer step.
-
-    bn_l1        lambda * sign(gamma) on the BatchNorms of prunable groups (Network Slimming)
-    l1 / l2      lambda * sign(w) / lambda * w on the selected Conv/Dense weights
-    group_lasso  lambda * w_c / ||W_c|| for every channel c of every prunable group, over all its members' slices
-    """
-
-    KINDS = ('bn_l1', 'l1', 'l2', 'group_lasso')
-
-    def __init__(self, kind: str = 'bn_l1', strength: float = 1e-4, start_epoch: float = 0.0,
-                 end_epoch: Optional[float] = None, selection: Optional[Selection] = None):
-        if kind not in self.KINDS:
-            raise MxPruneError(f'regularizer {kind!r}; choose one of {", ".join(self.KINDS)}')
-        self.kind, self.strength = kind, strength
-        self.start_epoch, self.end_epoch = start_epoch, end_epoch
-        self.selection = selection or Selection()
-        self.targets: List = []
-
-    def bind(self, graph: DependencyGraph) -> None:
-        groups = graph.prunable_groups(self.selection)
-        if self.kind == 'bn_l1':
-            seen, self.targets = set(), []
-            for g in groups:
-                for m in g.members:
-                    p = m.layer.params.get('gamma')
-                    if m.attr == 'gamma' and p is not None and p.name not in seen and p.grad_req != 'null':
-                        seen.add(p.name)
-                        self.targets.append(p)
-        elif self.kind in ('l1', 'l2'):
-            self.targets = [layer.params['weight'] for layer in graph.selected(self.selection) if layer.weighted]
-        else:
-            self.targets = groups
-        if not self.targets:
-            raise OverPruneError(f'regularizer {self.kind} has nothing to act on (no prunable groups / selected '
-                                 f'layers{" with BatchNorm" if self.kind == "bn_l1" else ""})')
-
-    def active(self, step: int, steps_per_epoch: int) -> bool:
-        epoch = step / max(1, steps_per_epoch)
-        return epoch >= self.start_epoch and (self.end_epoch is None or epoch < self.end_epoch)
-
-    def apply(self, batch_size: int) -> None:
-        """Adds to the gradients; scaled by batch_size because Trainer.step divides gradients by it."""
-        lam = self.strength * batch_size
-        if self.kind == 'group_lasso':
-            self._group_lasso(lam)
-            return
-        for p in self.targets:
-            ctx = p.list_ctx()[0]  # once: devices' gradients are summed before the update
-            w, g = p.data(ctx), p.grad(ctx)
-            g += lam * (mx.nd.sign(w) if self.kind in ('bn_l1', 'l1') else w)
-
-    def _group_lasso(self, lam: float) -> None:
-        for g in self.targets:
-            members = [m for m in g.members if m.attr == 'weight' and m.layer.weighted]
-            datas = {}
-            sq = np.zeros(g.size)
-            for m in members:
-                p = m.layer.params['weight']
-                if p.name not in datas:
-                    datas[p.name] = p.data(p.list_ctx()[0]).asnumpy()
-                np.add.at(sq, m.channels, (m.take(datas[p.name]) ** 2).sum(axis=2).sum(axis=1))
-            inv = lam / np.sqrt(sq + 1e-12)
-            for m in members:  # Member.take/spread: a grouped conv's input channel is a slice of its block's rows
-                p = m.layer.params['weight']
-                ctx = p.list_ctx()[0]
-                p.grad(ctx)[:] += p.data(ctx) * mx.nd.array(m.spread(inv[m.channels]), ctx=ctx)
-
-    def __repr__(self) -> str:
-        return f'Regularizer({self.kind}, strength={self.strength})'
-
