@@ -275,6 +275,10 @@ class WorkerHooks:
         self.workers.sync_aux(self.net)
         self.workers.check_params(self.net, f'parameters at the end of epoch {epoch}')
 
+    def reduce(self, totals: np.ndarray) -> np.ndarray:
+        """Evaluation counts summed over the workers (each evaluates its shard of the test set)."""
+        return self.workers.sum_numpy(totals)
+
 
 class PSLite(Workers):
     """MXNet's parameter-server KVStore; needs the DMLC_* environment that tools/launch.py sets."""

@@ -104,6 +104,10 @@ class Session:
         return self.step / self.steps_per_epoch
 
     # --- the loop hooks (mxprune.train.Hooks)
+    def on_trainer(self, trainer: mx.gluon.Trainer) -> None:
+        """The Trainer fit built: pruned weights' momentum is zeroed in it."""
+        self.bind_trainer(trainer)
+
     def on_epoch_start(self, epoch: int) -> None:
         """Nothing to do: the Session counts steps itself."""
 
@@ -130,12 +134,6 @@ class Session:
         due = [m for m in self.modifiers if m.schedule.is_update(self.step, self.steps_per_epoch)]
         if due:
             self._update(due)
-
-    def last_update_epoch(self) -> float:
-        """The epoch (in steps_per_epoch units) of the last scheduled mask update."""
-        if not self.modifiers:
-            return 0.0
-        return max(m.schedule.last_update(self.steps_per_epoch) for m in self.modifiers) / self.steps_per_epoch
 
     # --- pruning
     def _grad_layers(self, mod: PruningModifier) -> List[Layer]:

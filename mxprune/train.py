@@ -5,12 +5,13 @@ is seeded from (seed, e), and the data order and augmentation are pure functions
 mxprune.data.ArrayLoader). A checkpoint holds the parameters (masks included), the optimizer's momentum buffers
 (saved as NDArrays, never pickled), the epoch and the metrics so far.
 """
+import dataclasses
 import json
 import math
 import os
 import shutil
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -224,7 +225,11 @@ def evaluate(net: gluon.Block, loader, ctx: Sequence[mx.Context], progress: bool
 
 
 class Hooks:
-    """What a training loop calls around each update; the pruning Session implements these."""
+    """What the training loop calls. The four methods below are called on every hook; fit also calls these on the
+    hooks that define them: resume(net, cfg) -> the checkpoint's meta or None (before the Trainer is built);
+    on_trainer(trainer) once it is built; reduce(totals) -> totals summed over data-parallel workers (see evaluate);
+    on_epoch_done(net, trainer, epoch, history) after the epoch's evaluation; last_path() -> the newest checkpoint.
+    """
 
     def on_epoch_start(self, epoch: int) -> None:
         """Before the first batch of an epoch."""
@@ -239,13 +244,43 @@ class Hooks:
         """After the last update of an epoch, before evaluation and checkpoint."""
 
 
-def _kill_point() -> Optional[tuple]:
-    """MXPRUNE_KILL_AT=<phase>:<epoch>:<batch> makes the process SIGKILL itself there (crash/resume tests)."""
-    spec = os.environ.get('MXPRUNE_KILL_AT')
-    if not spec:
-        return None
-    phase, epoch, batch = spec.split(':')
-    return phase, int(epoch), int(batch)
+class Checkpoints(Hooks):
+    """Resumes a phase from its newest checkpoint and writes one after every epoch (Checkpointer as a hook).
+
+    Args:
+        run_dir: ckpt/ goes under it.
+        phase: names the checkpoints (dense, prune, finetune...).
+        resume: continue from the phase's newest checkpoint if there is one.
+        write: write a checkpoint after every epoch (data-parallel workers other than rank 0 do not).
+        state: saves more state into each checkpoint folder and restores it after the parameters are loaded
+            (`save_state(folder)`, `load_state(folder)`: the pruning Session).
+    """
+
+    def __init__(self, run_dir: str, phase: str, *, resume: bool = True, write: bool = True, state: Any = None):
+        self.ck = Checkpointer(run_dir, phase)
+        self.resuming, self.write, self.state = resume, write, state
+        self.resumed = False
+
+    def resume(self, net: gluon.Block, cfg: 'FitConfig') -> Optional[dict]:
+        if not self.resuming or self.ck.latest() is None:
+            return None
+        meta = self.ck.load(net, cfg.ctx)
+        if self.state is not None:
+            self.state.load_state(self.ck.folder())
+        self.resumed = True
+        return meta
+
+    def on_trainer(self, trainer: gluon.Trainer) -> None:
+        if self.resumed:
+            self.ck.load_states(trainer)
+
+    def on_epoch_done(self, net: gluon.Block, trainer: gluon.Trainer, epoch: int, history: List[dict]) -> None:
+        if self.write:
+            extra = self.state.save_state if self.state is not None else None
+            self.ck.save(net, trainer, {'epoch': epoch, 'history': history}, extra=extra)
+
+    def last_path(self) -> Optional[str]:
+        return self.ck.path('')
 
 
 def _finite_or_raise(value: float, what: str, step: int, epoch: int, ckpt: Optional[str]) -> None:
@@ -275,15 +310,11 @@ def train_epoch(net: gluon.Block, trainer: gluon.Trainer, loader, cfg, ctx: Sequ
     logged = {'loss': float('nan'), 'acc': float('nan')}
     for h in hooks:
         h.on_epoch_start(epoch)
-    kill = _kill_point()
     tic = time.time()
     with tqdm(total=steps, desc=f'{desc} {epoch + 1}/{epochs}', disable=not progress, mininterval=1.0,
               dynamic_ncols=True) as bar:
         for b, (x, y) in enumerate(loader.epoch(epoch, mixup)):
             step = epoch * steps + b
-            if kill is not None and kill == (desc, epoch, b):
-                mx.nd.waitall()
-                os.kill(os.getpid(), 9)
             trainer.set_learning_rate(lr_at(cfg, step, steps, epochs))
             xs = gluon.utils.split_and_load(x, ctx, even_split=False)
             ys = gluon.utils.split_and_load(y, ctx, even_split=False)
@@ -332,65 +363,88 @@ def check_weights(net: gluon.Block, step: int, epoch: int, last_ckpt: Optional[s
         _finite_or_raise(total, 'the sum of the weight norms', step, epoch, last_ckpt)
 
 
-def fit(net: gluon.Block, train_loader, test_loader, cfg, ctx: Sequence[mx.Context], run_dir: str, *,
-        phase: str = 'train', classes: int, epochs: Optional[int] = None, hooks: Sequence[Hooks] = (),
-        resume: bool = True, progress: bool = True, log: Optional[Callable[[dict], None]] = None,
-        kvstore=None, extra_loss: Optional[Callable] = None, ce_weight: float = 1.0, mixup_off_epochs: int = 0,
-        start_epoch: int = 0,
-        on_checkpoint: Optional[Callable[[str], None]] = None, on_resume: Optional[Callable[[str], None]] = None,
-        trainer_factory: Optional[Callable[[], gluon.Trainer]] = None, until: Optional[int] = None,
-        reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None, checkpoint: bool = True) -> List[dict]:
-    """Trains for cfg.epochs (or `epochs`), evaluating and checkpointing after every epoch.
+@dataclasses.dataclass
+class FitConfig:
+    """The settings of one training loop; the optimizer's and the LR schedule's are in `train` (a TrainConfig).
+
+    Attributes:
+        train: a TrainConfig.
+        ctx: contexts from parse_ctx.
+        classes: number of classes (for label smoothing).
+        phase: names the progress bar and the log rows (and, by convention, the checkpoints).
+        epochs: the LR schedule's length in epochs (default train.epochs).
+        start_epoch: the first epoch when not resuming (a phase that continues another's LR schedule).
+        until: stop before this epoch, keeping the LR schedule of `epochs` (a phase cut in two).
+        mixup_off_epochs: the last epochs train without mixup.
+        extra_loss: f(x, out) -> per-sample loss added to ce_weight x cross-entropy (distillation).
+        log: called with one row per epoch, after the hooks' on_epoch_done.
+    """
+    train: Any
+    ctx: Sequence[mx.Context]
+    classes: int
+    phase: str = 'train'
+    epochs: Optional[int] = None
+    start_epoch: int = 0
+    until: Optional[int] = None
+    mixup_off_epochs: int = 0
+    extra_loss: Optional[Callable] = None
+    ce_weight: float = 1.0
+    progress: bool = True
+    log: Optional[Callable[[dict], None]] = None
+
+    @property
+    def total_epochs(self) -> int:
+        return self.train.epochs if self.epochs is None else self.epochs
+
+
+def _defining(hooks: Sequence[Any], method: str) -> list:
+    return [getattr(h, method) for h in hooks if callable(getattr(h, method, None))]
+
+
+def fit(net: gluon.Block, trainer: Union[gluon.Trainer, Callable[[], gluon.Trainer]], data: Tuple[Any, Any],
+        cfg: FitConfig, hooks: Sequence[Any] = ()) -> List[dict]:
+    """Trains for cfg.total_epochs (or until cfg.until), evaluating after every epoch; returns one row per epoch.
 
     Args:
         net: an initialised (and usually hybridized) net.
-        train_loader, test_loader: mxprune.data loaders (test_loader may be None).
-        cfg: a TrainConfig.
-        ctx: contexts from parse_ctx.
-        run_dir: where ckpt/ and the log go.
-        phase: names the checkpoints (dense, prune, finetune...).
-        classes: number of classes (for label smoothing).
-        hooks: objects with the Hooks methods (the pruning Session).
-        resume: continue from this phase's last checkpoint if there is one.
-        log: called with one dict per epoch.
-        extra_loss: f(x, out) -> per-sample loss added to ce_weight x cross-entropy (distillation).
-        start_epoch: the first epoch when not resuming (a phase that continues another's LR schedule).
-        on_checkpoint: f(folder) writes more state into each checkpoint folder (the pruning session's).
-        on_resume: f(folder) after the checkpoint's parameters are loaded (to restore that state).
-        until: stop after this epoch (exclusive), keeping the LR schedule of `epochs` (a phase cut in two).
-        trainer_factory: builds the Trainer (default make_trainer).
-        reduce: sums evaluation counts over data-parallel workers (see evaluate).
-        checkpoint: write a checkpoint after every epoch (data-parallel workers other than rank 0 do not).
+        trainer: a Trainer, or a function that builds one. It is called after the hooks' resume, because a
+            data-parallel Trainer broadcasts the weights as it is built and must see the resumed ones.
+        data: (train loader, test loader or None), mxprune.data loaders.
+        hooks: objects with the Hooks methods: the pruning Session, Checkpoints, a worker's hooks.
     """
-    epochs = cfg.epochs if epochs is None else epochs
-    make = trainer_factory or (lambda: make_trainer(net, cfg, ctx, kvstore))
-    ck = Checkpointer(run_dir, phase)
+    hooks = list(hooks)
+    epochs = cfg.total_epochs
     history: List[dict] = []
-    start = start_epoch
-    resuming = resume and ck.latest() is not None
-    if resuming:
-        meta = ck.load(net, ctx)
-        if on_resume is not None:
-            on_resume(ck.folder())
-        history = meta.get('history', [])
-        start = meta['epoch'] + 1
-    trainer = make()
-    if resuming:
-        ck.load_states(trainer)
-    for epoch in range(start, epochs if until is None else min(until, epochs)):
-        seed_epoch(cfg.seed, epoch)
-        mixup = epoch < epochs - mixup_off_epochs
-        row = {'phase': phase, 'epoch': epoch}
-        row.update(train_epoch(net, trainer, train_loader, cfg, ctx, epoch, epochs, classes=classes, hooks=hooks,
-                               progress=progress, desc=phase, last_ckpt=ck.path(''), extra_loss=extra_loss,
-                               mixup=mixup, ce_weight=ce_weight))
-        check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, ck.path(''))
+    start = cfg.start_epoch
+    for resume in _defining(hooks, 'resume'):
+        meta = resume(net, cfg)
+        if meta is not None:
+            history, start = meta.get('history', []), meta['epoch'] + 1
+    if not isinstance(trainer, gluon.Trainer):
+        trainer = trainer()
+    for on_trainer in _defining(hooks, 'on_trainer'):
+        on_trainer(trainer)
+    reducers = _defining(hooks, 'reduce')
+    reduce = reducers[0] if reducers else None
+
+    def last_ckpt() -> Optional[str]:  # named when training stops on NaN
+        return next((p for p in (f() for f in _defining(hooks, 'last_path')) if p), None)
+
+    train_loader, test_loader = data
+    for epoch in range(start, epochs if cfg.until is None else min(cfg.until, epochs)):
+        seed_epoch(cfg.train.seed, epoch)
+        row = {'phase': cfg.phase, 'epoch': epoch}
+        row.update(train_epoch(net, trainer, train_loader, cfg.train, cfg.ctx, epoch, epochs, classes=cfg.classes,
+                               hooks=hooks, progress=cfg.progress, desc=cfg.phase, last_ckpt=last_ckpt(),
+                               extra_loss=cfg.extra_loss, mixup=epoch < epochs - cfg.mixup_off_epochs,
+                               ce_weight=cfg.ce_weight))
+        check_weights(net, (epoch + 1) * len(train_loader) - 1, epoch, last_ckpt())
         if test_loader is not None:
-            ev = evaluate(net, test_loader, ctx, progress=progress, desc=f'{phase} eval', reduce=reduce)
+            ev = evaluate(net, test_loader, cfg.ctx, progress=cfg.progress, desc=f'{cfg.phase} eval', reduce=reduce)
             row.update({'test_top1': ev['top1'], 'test_top5': ev['top5'], 'test_loss': ev['loss']})
         history.append(row)
-        if checkpoint:
-            ck.save(net, trainer, {'epoch': epoch, 'history': history}, extra=on_checkpoint)
-        if log is not None:
-            log(row)
+        for done in _defining(hooks, 'on_epoch_done'):
+            done(net, trainer, epoch, history)
+        if cfg.log is not None:
+            cfg.log(row)
     return history

@@ -177,7 +177,7 @@ def test_killed_prune_run_resumes_bit_identical(tmp_path_factory, cifar_root, ki
         ref = run_tool(_args('recipes/quickstart.yaml', ref_dir, RESUME), env)
         assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path_factory.mktemp('cut')
-    killed = run_tool(_args('recipes/quickstart.yaml', out / 'r', RESUME), {**env, 'MXPRUNE_KILL_AT': kill_at})
+    killed = run_tool(['tests/kill_at.py', kill_at, *_args('recipes/quickstart.yaml', out / 'r', RESUME)], env)
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = run_tool(_args('recipes/quickstart.yaml', out / 'r', RESUME, resume=True), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

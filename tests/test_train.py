@@ -53,6 +53,13 @@ def _blob_set(n=256, seed=0):
     return D.ImageSet(images, labels, 'blobs')
 
 
+def _fit(net, data, cfg, run_dir, *hooks):
+    """fit as a tool runs it: a Trainer from make_trainer, checkpoints under run_dir/ckpt."""
+    fit_cfg = T.FitConfig(cfg, [mx.cpu()], classes=4, progress=False)
+    return T.fit(net, lambda: T.make_trainer(net, cfg, [mx.cpu()]), data, fit_cfg,
+                 [T.Checkpoints(str(run_dir), 'train'), *hooks])
+
+
 def test_training_lowers_loss_and_learns_and_metrics_are_right(tmp_path):
     mx.random.seed(0)
     net = _tiny_net()
@@ -60,7 +67,7 @@ def test_training_lowers_loss_and_learns_and_metrics_are_right(tmp_path):
     train = D.ArrayLoader(_blob_set(), 32, aug, train=True, classes=4)
     test = D.ArrayLoader(_blob_set(64, 1), 32, D.BatchAugment(D.CIFAR_MEAN, D.CIFAR_STD), train=False, classes=4)
     cfg = TrainConfig(epochs=4, lr=0.1, log_interval=2)
-    hist = T.fit(net, train, test, cfg, [mx.cpu()], str(tmp_path), classes=4, progress=False)
+    hist = _fit(net, (train, test), cfg, tmp_path)
     assert hist[-1]['train_loss'] < hist[0]['train_loss']
     assert hist[-1]['test_top1'] > 0.8
     # the on-device metric sums agree with a plain numpy evaluation
@@ -82,7 +89,7 @@ def test_nan_loss_stops_with_step(tmp_path):
     dense = [p for name, p in net.collect_params().items() if 'dense' in name and name.endswith('weight')][0]
     dense.set_data(dense.data() * float('nan'))  # (NaN in a conv before ReLU would be zeroed by oneDNN's ReLU)
     with pytest.raises(NumericsError, match=r'the training loss is nan at step 0 \(epoch 0\); stopping; no check'):
-        T.fit(net, train, None, cfg, [mx.cpu()], str(tmp_path), classes=4, progress=False)
+        _fit(net, (train, None), cfg, tmp_path)
 
 
 def test_nan_weights_stop_at_the_epoch_end_with_the_last_checkpoint(tmp_path):
@@ -98,7 +105,7 @@ def test_nan_weights_stop_at_the_epoch_end_with_the_last_checkpoint(tmp_path):
                 var.set_data(var.data() * float('nan'))
     with pytest.raises(NumericsError, match=r'weight norms is nan at step 15 \(epoch 1\); stopping; the last good '
                                             r'checkpoint is .*train-e0000'):
-        T.fit(net, train, None, cfg, [mx.cpu()], str(tmp_path), classes=4, progress=False, hooks=[Poison()])
+        _fit(net, (train, None), cfg, tmp_path, Poison())
     assert json.load(open(tmp_path / 'ckpt' / 'train.json'))['epoch'] == 0
 
 
@@ -134,7 +141,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, cifar_root):
     env = {'MXPRUNE_DATA': cifar_root}
     full = run_tool(_train_args(tmp_path / 'full'), env)
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = run_tool(_train_args(tmp_path / 'cut'), {**env, 'MXPRUNE_KILL_AT': 'dense:1:3'})
+    killed = run_tool(['tests/kill_at.py', 'dense:1:3', *_train_args(tmp_path / 'cut')], env)
     assert killed.returncode == -9  # SIGKILL, mid-epoch 1
     pointer = json.load(open(tmp_path / 'cut' / 'ckpt' / 'dense.json'))
     assert pointer['epoch'] == 0 and not (tmp_path / 'cut' / 'dense.params').exists()
@@ -156,7 +163,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, cifar_root):
 def test_resume_with_a_different_recipe_is_refused(tmp_path, cifar_root):
     env = {'MXPRUNE_DATA': cifar_root}
     args = _train_args(tmp_path / 'r')
-    killed = run_tool(args, {**env, 'MXPRUNE_KILL_AT': 'dense:0:1'})
+    killed = run_tool(['tests/kill_at.py', 'dense:0:1', *args], env)
     assert killed.returncode == -9
     before = open(tmp_path / 'r' / 'recipe.yaml').read()
     res = run_tool(_train_args(tmp_path / 'r', resume=True) + ['--set', 'train.lr=0.3'], env)

@@ -18,28 +18,18 @@ from mxnet import gluon
 from .. import layers as layers_mod
 from .. import masks as masks_mod
 from ..errors import ModelError
+from ..graph.attrs import flag, ints
 from ..graph.core import finish_init
-
-
-def _tuple(text, n: int = 0, default: int = 0) -> tuple:
-    if text in (None, 'None', '()', ''):
-        return (default,) * n
-    return tuple(int(v) for v in str(text).strip('()[] ').split(',') if v.strip())
-
-
-def _bool(text, default: bool) -> bool:
-    if text is None:
-        return default
-    return str(text) in ('True', 'true', '1')
+from ..layers import gluon_compat
 
 
 def _conv(attrs: dict, shapes: Dict[str, tuple], prefix: str) -> mx.gluon.HybridBlock:
-    kernel = _tuple(attrs['kernel'])
+    kernel = ints(attrs['kernel'])
     nd = len(kernel)
     groups = int(attrs.get('num_group', 1))
     kwargs = {'channels': int(attrs['num_filter']), 'kernel_size': kernel, 'groups': groups,
-              'strides': _tuple(attrs.get('stride'), nd, 1), 'padding': _tuple(attrs.get('pad'), nd, 0),
-              'dilation': _tuple(attrs.get('dilate'), nd, 1), 'use_bias': not _bool(attrs.get('no_bias'), False),
+              'strides': ints(attrs.get('stride'), nd, 1), 'padding': ints(attrs.get('pad'), nd, 0),
+              'dilation': ints(attrs.get('dilate'), nd, 1), 'use_bias': not flag(attrs.get('no_bias'), False),
               'in_channels': shapes['weight'][1] * groups, 'prefix': prefix}
     if attrs.get('layout') not in (None, 'None'):
         kwargs['layout'] = attrs['layout']
@@ -49,14 +39,14 @@ def _conv(attrs: dict, shapes: Dict[str, tuple], prefix: str) -> mx.gluon.Hybrid
 def _batchnorm(attrs: dict, shapes: Dict[str, tuple], prefix: str) -> mx.gluon.HybridBlock:
     # Missing attributes take the operator's defaults (mx.sym.BatchNorm: eps 1e-3, fix_gamma True), not Gluon's.
     return gluon.nn.BatchNorm(axis=int(attrs.get('axis', 1)), momentum=float(attrs.get('momentum', 0.9)),
-                              epsilon=float(attrs.get('eps', 1e-3)), scale=not _bool(attrs.get('fix_gamma'), True),
-                              use_global_stats=_bool(attrs.get('use_global_stats'), False),
+                              epsilon=float(attrs.get('eps', 1e-3)), scale=not flag(attrs.get('fix_gamma'), True),
+                              use_global_stats=flag(attrs.get('use_global_stats'), False),
                               in_channels=shapes['gamma'][0], prefix=prefix)
 
 
 def _dense(attrs: dict, shapes: Dict[str, tuple], prefix: str) -> mx.gluon.HybridBlock:
-    return gluon.nn.Dense(int(attrs['num_hidden']), use_bias=not _bool(attrs.get('no_bias'), False),
-                          flatten=_bool(attrs.get('flatten'), True), in_units=shapes['weight'][1], prefix=prefix)
+    return gluon.nn.Dense(int(attrs['num_hidden']), use_bias=not flag(attrs.get('no_bias'), False),
+                          flatten=flag(attrs.get('flatten'), True), in_units=shapes['weight'][1], prefix=prefix)
 
 
 CONV_CLASSES = {1: gluon.nn.Conv1D, 2: gluon.nn.Conv2D, 3: gluon.nn.Conv3D}
@@ -70,8 +60,8 @@ NATIVE_LAYERS: Dict[str, Tuple[Tuple[str, ...], Callable]] = {
 
 def _op_function(F, op: str):
     """The nd/sym function of a JSON operator name ('Convolution', '_plus_scalar', '_contrib_box_nms')."""
-    for space, name in ((F, op), (F._internal, op), (F.contrib, op[len('_contrib_'):] if op.startswith('_contrib_')
-                                                         else None)):
+    contrib = op[len('_contrib_'):] if op.startswith('_contrib_') else None
+    for space, name in ((F, op), (gluon_compat.internal_ops(F), op), (F.contrib, contrib)):
         fn = getattr(space, name, None) if name else None
         if fn is not None:
             return fn
@@ -209,7 +199,7 @@ def to_native(block: gluon.SymbolBlock) -> SymbolGraph:
     """The SymbolGraph of an initialised SymbolBlock (same outputs, same parameter values and names)."""
     input_names, out = layers_mod.symbol_of(block)
     params = {p.name: p for p in block.collect_params().values()}
-    if any(p._data is None for p in params.values()):  # noqa: SLF001 (deferred init is not public in Gluon 1.x)
+    if any(not gluon_compat.has_data(p) for p in params.values()):
         raise ModelError(f'{block.name}: initialise the net and run one forward pass before converting it')
     return SymbolGraph(out, input_names, params, strip=_common_prefix(list(params)))
 
