@@ -17,6 +17,7 @@ import numpy as np
 from . import io
 from . import masks as masks_mod
 from .errors import ModelError, MxPruneError
+from .graph.attrs import flat
 
 TOLERANCE = 1e-4
 
@@ -37,9 +38,35 @@ def _env(**values):
 
 def _outputs(out) -> List[np.ndarray]:
     """Every output of a forward pass (detectors return several, possibly nested) as numpy arrays."""
-    if isinstance(out, (list, tuple)):
-        return [a for o in out for a in _outputs(o)]
-    return [out.asnumpy()]
+    return [o.asnumpy() for o in flat(out)]
+
+
+@contextlib.contextmanager
+def _staged(net: mx.gluon.HybridBlock, prefix: str):
+    """Exports `net` into a scratch folder beside `prefix` and yields its (symbol, params) files; what is not
+    published by the end is removed, so a failed check leaves nothing half-written."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix='.export-', dir=folder)
+    try:
+        tmp_prefix = os.path.join(tmpdir, 'model')
+        net.export(tmp_prefix, epoch=0)
+        yield tmp_prefix + '-symbol.json', tmp_prefix + '-0000.params'
+    finally:
+        for f in os.listdir(tmpdir):
+            os.remove(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
+
+
+def _publish(prefix: str, tmp_sym: str, tmp_params: str, **manifest) -> Dict[str, str]:
+    """Moves checked files to their final names and writes their SHA-256 manifest (with `manifest`'s entries)."""
+    final_sym, final_params = prefix + '-symbol.json', prefix + '-0000.params'
+    digests = {os.path.basename(final_sym): io.sha256_file(tmp_sym),
+               os.path.basename(final_params): io.sha256_file(tmp_params)}
+    os.replace(tmp_sym, final_sym)
+    os.replace(tmp_params, final_params)
+    io.write_json(prefix + '.sha256.json', {'files': digests, **manifest})
+    return {'symbol': final_sym, 'params': final_params, 'manifest': prefix + '.sha256.json'}
 
 
 def max_abs_diff(got: List[np.ndarray], expected: List[np.ndarray]) -> float:
@@ -91,13 +118,7 @@ def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[
     net.hybridize(static_alloc=True, static_shape=True)
     x = mx.nd.array(np.random.RandomState(seed).uniform(-1, 1, size=tuple(input_shape)), ctx=ctx)
     expected = _outputs(net(x))
-    folder = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(folder, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix='.export-', dir=folder)
-    try:
-        tmp_prefix = os.path.join(tmpdir, 'model')
-        net.export(tmp_prefix, epoch=0)
-        tmp_sym, tmp_params = tmp_prefix + '-symbol.json', tmp_prefix + '-0000.params'
+    with _staged(net, prefix) as (tmp_sym, tmp_params):
         worst = 0.0
         module_env = {}
         if check:
@@ -119,20 +140,9 @@ def export_symbol(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[
                 if not diff <= TOLERANCE:
                     raise MxPruneError(f'export check failed: {how} reloads {prefix} with max abs diff {diff:.3g} '
                                        f'(> {TOLERANCE}); nothing was written')
-        final_sym, final_params = prefix + '-symbol.json', prefix + '-0000.params'
-        manifest = prefix + '.sha256.json'
-        digests = {os.path.basename(final_sym): io.sha256_file(tmp_sym),
-                   os.path.basename(final_params): io.sha256_file(tmp_params)}
-        os.replace(tmp_sym, final_sym)
-        os.replace(tmp_params, final_params)
-        io.write_json(manifest, {'files': digests, 'input_shape': list(input_shape), 'max_abs_diff': worst,
-                                 'module_env': module_env})
-    finally:
-        for f in os.listdir(tmpdir):
-            os.remove(os.path.join(tmpdir, f))
-        os.rmdir(tmpdir)
-    return {'symbol': final_sym, 'params': final_params, 'manifest': manifest, 'max_abs_diff': str(worst),
-            'module_env': module_env}
+        files = _publish(prefix, tmp_sym, tmp_params, input_shape=list(input_shape), max_abs_diff=worst,
+                         module_env=module_env)
+    return {**files, 'max_abs_diff': str(worst), 'module_env': module_env}
 
 
 def export_fused(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[int],
@@ -151,29 +161,13 @@ def export_fused(net: mx.gluon.HybridBlock, prefix: str, input_shape: Sequence[i
     net.hybridize(static_alloc=True, static_shape=True)
     expected = _outputs(net(x))
     net.optimize_for(x, backend='MKLDNN', static_alloc=True, static_shape=True)
-    folder = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(folder, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix='.export-', dir=folder)
-    try:
-        tmp_prefix = os.path.join(tmpdir, 'model')
-        net.export(tmp_prefix, epoch=0)
-        tmp_sym, tmp_params = tmp_prefix + '-symbol.json', tmp_prefix + '-0000.params'
+    with _staged(net, prefix) as (tmp_sym, tmp_params):
         diff = max_abs_diff(reload_symbolblock(tmp_sym, tmp_params, x), expected)
         if not diff <= TOLERANCE:
             raise MxPruneError(f'fused export check failed: max abs diff {diff:.3g} against the plain graph')
-        final_sym, final_params = prefix + '-symbol.json', prefix + '-0000.params'
-        digests = {os.path.basename(final_sym): io.sha256_file(tmp_sym),
-                   os.path.basename(final_params): io.sha256_file(tmp_params)}
-        os.replace(tmp_sym, final_sym)
-        os.replace(tmp_params, final_params)
-        io.write_json(prefix + '.sha256.json', {'files': digests, 'input_shape': list(input_shape),
-                                                'max_abs_diff': diff, 'needs': 'an MXNet build with MKLDNN'})
-    finally:
-        for f in os.listdir(tmpdir):
-            os.remove(os.path.join(tmpdir, f))
-        os.rmdir(tmpdir)
-    return {'symbol': final_sym, 'params': final_params, 'manifest': prefix + '.sha256.json',
-            'max_abs_diff': str(diff)}
+        files = _publish(prefix, tmp_sym, tmp_params, input_shape=list(input_shape), max_abs_diff=diff,
+                         needs='an MXNet build with MKLDNN')
+    return {**files, 'max_abs_diff': str(diff)}
 
 
 def verify_manifest(prefix: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import io, progress
 from .flops import LayerCost, Shapes
+from .graph.attrs import ints
 from .graph import DependencyGraph, Layer
 
 
@@ -118,10 +119,6 @@ def residual_convs(graph: DependencyGraph) -> set:
     return found
 
 
-def _tuple(text: str) -> tuple:
-    return tuple(int(v) for v in str(text).strip('()[] ').split(',') if v.strip())
-
-
 def _build(sig: tuple, cin: int, cout: int):
     """The layer alone (conv + BN + ReLU, as the fused graph runs it), initialised, and its input shape."""
     from mxnet.gluon import nn
@@ -129,7 +126,7 @@ def _build(sig: tuple, cin: int, cout: int):
     if sig[0] == 'conv':
         _, kernel, stride, pad, dilate, side, depthwise = sig[:7]
         groups = next((x[1] for x in sig[7:] if isinstance(x, (tuple, list)) and x[0] == 'groups'), 1)
-        net.add(nn.Conv2D(cout, _tuple(kernel), _tuple(stride), _tuple(pad), _tuple(dilate),
+        net.add(nn.Conv2D(cout, ints(kernel), ints(stride), ints(pad), ints(dilate),
                           groups=cin if depthwise else groups, in_channels=cin, use_bias=False),
                 nn.BatchNorm(in_channels=cout))
         if 'sum' not in sig[7:]:

@@ -1,6 +1,5 @@
 """The detector: a GluonCV SSD / YOLOv3 built for a class list, seeded and made native (prunable); its backbone
 (layer globs) and MACs by part; its raw outputs, for comparing two nets element by element."""
-import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -12,6 +11,8 @@ from .. import flops as flops_mod
 from .. import masks as masks_mod
 from ..errors import ModelError
 from ..graph import DependencyGraph, Selection
+from ..graph.attrs import flat
+from ..zoo import load_params
 from .native import native
 
 
@@ -72,17 +73,6 @@ def initialize(net: gluon.Block, ctx: Sequence[mx.Context], seed: int = 0) -> No
     net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2), ctx=list(ctx))
 
 
-def load_params(net: gluon.Block, path: str, ctx: list) -> None:
-    if not os.path.isfile(path):
-        raise ModelError(f'{path}: parameter file not found')
-    try:
-        net.load_parameters(path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
-        first = [line for line in str(e).splitlines() if line.strip()]
-        raise ModelError(f'{path}: does not fit this detector ({first[0][:300] if first else type(e).__name__})') \
-            from None
-
-
 def raw_outputs(net: gluon.HybridBlock, x: mx.nd.NDArray) -> List[np.ndarray]:
     """The detector's per-anchor outputs in inference mode with NMS switched off: (class ids, scores, boxes) for
     every anchor and class, in a fixed order, so two nets can be compared element by element."""
@@ -105,15 +95,11 @@ def train_outputs(net: gluon.HybridBlock, x: mx.nd.NDArray) -> List[np.ndarray]:
     try:
         with autograd.train_mode():
             out = net(x)
-        return [o.asnumpy() for o in _flat(out)]
+        return [o.asnumpy() for o in flat(out)]
     finally:
         masks_mod.clear_cached(net)
 
 
-def _flat(out) -> list:
-    if isinstance(out, (list, tuple)):
-        return [a for o in out for a in _flat(o)]
-    return [out]
 
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from .. import masks as masks_mod
 from ..errors import MxPruneError
 from ..layers import HANDLERS, LayerHandler, gluon_compat
+from .attrs import flat
 from .rules import RULES, unknown
 
 
@@ -423,13 +424,6 @@ class _Tracer:
         self.layers.append(layer)
 
 
-def _flat(out) -> list:
-    """Nested lists of output Symbols (detectors return lists of lists) as one flat list."""
-    if isinstance(out, (list, tuple)):
-        return [s for o in out for s in _flat(o)]
-    return [out]
-
-
 def _pieces(space: Space) -> List[int]:
     out, pos = [0], 0
     for s in space.segs:
@@ -479,7 +473,7 @@ class DependencyGraph:
         """Traces `net` on a Symbol input of `input_shape` (N, C, H, W) and builds the groups."""
         with masks_mod.bypassed():
             out = net(mx.sym.var('data'))
-        sym = mx.sym.Group(_flat(out)) if isinstance(out, (list, tuple)) else out
+        sym = mx.sym.Group(flat(out)) if isinstance(out, (list, tuple)) else out
         # Re-read from the JSON: tojson() drops amp_cast/amp_multicast nodes that get_internals() still lists (GluonCV's
         # box decoders insert them), which would shift every shape after them by one.
         sym = mx.sym.load_json(sym.tojson())

@@ -8,6 +8,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from .attrs import flag, ints
+
 # (tracer, node) -> [Space | None per output]
 Rule = Callable[..., List[Optional[object]]]
 
@@ -15,13 +17,6 @@ Rule = Callable[..., List[Optional[object]]]
 def _axis(value, ndim: int, default: int = 1) -> int:
     a = default if value in (None, 'None', '') else int(value)
     return a % ndim if ndim else a
-
-
-def _parse_tuple(text) -> tuple:
-    if text is None or text in ('None', '()', ''):
-        return ()
-    text = str(text).strip('()[] ')
-    return tuple(int(v) if v not in ('None', '') else None for v in text.split(',') if v.strip() != '')
 
 
 def identity(t, n):
@@ -56,7 +51,7 @@ def output_layer(kind: str):
         out_shape = n.out_shapes[0]
         axes = t.layer_axes(n, in_shape)
         if kind == 'dense':
-            flatten = str(n.attrs.get('flatten', 'True')) in ('True', 'true', '1')
+            flatten = flag(n.attrs.get('flatten'), True)
             if flatten and len(in_shape) > 2:
                 x = t.flatten(x, in_shape)
             elif not flatten and len(in_shape) > 2:
@@ -154,7 +149,7 @@ def split(t, n):
     if axis != 1:
         return [x] * len(n.out_shapes)
     parts = int(n.attrs.get('num_outputs', len(n.out_shapes)))
-    squeeze = str(n.attrs.get('squeeze_axis', 'False')) in ('True', 'true', '1')
+    squeeze = flag(n.attrs.get('squeeze_axis'), False)
     if x is None or squeeze or x.repeat != 1:
         t.freeze(x, f'{n.op} {n.name} splits the channels in a way we do not cut')
         return [t.opaque(s, f'{n.op} {n.name}') for s in n.out_shapes]
@@ -203,13 +198,13 @@ def reshape(t, n):
 
 def reduce_op(t, n):
     in_shape = n.in_shape(0)
-    axes = _parse_tuple(n.attrs.get('axis'))
-    exclude = str(n.attrs.get('exclude', 'False')) in ('True', 'true', '1')
+    axes = ints(n.attrs.get('axis'))
+    exclude = flag(n.attrs.get('exclude'), False)
     nd = len(in_shape)
     reduced = {a % nd for a in axes} if axes else set(range(nd))
     if exclude:
         reduced = set(range(nd)) - reduced
-    keep = str(n.attrs.get('keepdims', 'False')) in ('True', 'true', '1')
+    keep = flag(n.attrs.get('keepdims'), False)
     if 1 in reduced or 0 in reduced and not keep:
         t.freeze(n.in_space(0), f'{n.op} {n.name} reduces over the channels')
         return [t.opaque(n.out_shapes[0], f'{n.op} {n.name}')]
@@ -226,7 +221,7 @@ def softmax(t, n):
 
 def transpose(t, n):
     """Keeps the layout when axes 0 and 1 stay; else the channels move (detector heads go NCHW -> NHWC): frozen."""
-    axes = _parse_tuple(n.attrs.get('axes'))
+    axes = ints(n.attrs.get('axes'))
     if axes and len(axes) > 1 and axes[0] == 0 and axes[1] == 1:
         return identity(t, n)
     return _moved(t, n, f'{n.op} {n.name} moves the channel axis (axes={n.attrs.get("axes", "reversed")})')
@@ -243,7 +238,7 @@ def slice_like(t, n):
     """slice_like(data, like, axes): the output's channels are data's unless axis 1 is sliced; `like` gives only a
     shape (detector anchors are cut to a feature map's height and width), so its channels stay free."""
     shape = n.in_shape(0)
-    axes = {_axis(a, len(shape)) for a in _parse_tuple(n.attrs.get('axes'))} or set(range(len(shape)))
+    axes = {_axis(a, len(shape)) for a in ints(n.attrs.get('axes'))} or set(range(len(shape)))
     if 1 in axes and _channels(n.in_shape(1)) != _channels(shape):
         return _moved(t, n, f'{n.op} {n.name} slices the channels to another tensor\'s width')
     if 1 in axes:  # equal widths: data and like are cut together or not at all
@@ -263,7 +258,7 @@ def repeat(t, n):
 def tile(t, n):
     """tile keeps the channel layout when its repetition along axis 1 is one (reps align to the trailing axes)."""
     shape = n.in_shape(0)
-    reps = _parse_tuple(n.attrs.get('reps'))
+    reps = ints(n.attrs.get('reps'))
     ndim = max(len(shape), len(reps))
     reps = (1,) * (ndim - len(reps)) + tuple(reps)
     if ndim == len(shape) and len(shape) >= 2 and reps[1] == 1:
@@ -285,7 +280,7 @@ def expand_squeeze(t, n):
 
 
 def pad(t, n):
-    widths = _parse_tuple(n.attrs.get('pad_width'))
+    widths = ints(n.attrs.get('pad_width'))
     if len(widths) >= 4 and widths[2] == widths[3] == 0:
         return identity(t, n)
     return unknown(t, n)

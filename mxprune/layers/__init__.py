@@ -5,7 +5,7 @@ names, per parameter, the axes that index input channels ('in'), output channels
 channel space ('chan', for BatchNorm and friends). Cutting (physical removal) edits the Gluon block in place; this is
 the only module that touches Gluon's private attributes.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -222,15 +222,6 @@ HANDLERS: Dict[str, LayerHandler] = {
 
 # The layers whose weights reduce over input channels: mask-carrying layers (Conv2D, Dense, ...).
 WEIGHTED_KINDS = ('conv', 'deconv', 'dense')
-
-
-def handler_for(op: str) -> Optional[LayerHandler]:
-    return HANDLERS.get(op)
-
-
-def check_known_block(block: mx.gluon.Block, op: str) -> None:
-    if op not in HANDLERS:
-        raise MxPruneError(f'no layer handler for operator {op} (block {block.name})')
 
 
 def child_blocks(block: mx.gluon.Block) -> Dict[str, mx.gluon.Block]:
