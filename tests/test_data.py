@@ -183,7 +183,7 @@ def test_loader_errors_travel_to_the_consumer(slice64):
     def boom():
         yield 1
         raise ValueError('inside the worker')
-    it = D._prefetch(boom(), 2)
+    it = D.prefetched(boom(), 2)
     assert next(it) == 1
     with pytest.raises(ValueError, match='inside the worker'):
         next(it)

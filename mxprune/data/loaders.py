@@ -1,0 +1,180 @@
+"""Loaders: batches of an in-memory ImageSet (augmented in a background thread), ImageNet through
+mx.io.ImageRecordIter, and the pair a recipe's `data` section asks for."""
+import os
+import queue
+import threading
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from ..errors import DataError
+from .augment import BatchAugment, mixup_batch
+from .sources import CACHE, DATASETS, IMAGENET_MEAN, IMAGENET_STD, ImageSet, dataset_info, load_cifar, may_download, \
+    record_count
+
+class ArrayLoader:
+    """Batches of an in-memory ImageSet, augmented in a background thread.
+
+    Every epoch's order and augmentation are a pure function of (seed, epoch, part_index), so a run resumed at an
+    epoch boundary sees exactly the data an uninterrupted run would. With `num_parts` > 1 each part gets the same
+    number of batches (distributed workers must take equal steps).
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, augment: BatchAugment, *, train: bool, classes: int,
+                 seed: int = 0, mixup: float = 0.0, num_parts: int = 1, part_index: int = 0, prefetch: int = 4):
+        if batch_size > len(data) // num_parts and train:
+            raise DataError(f'{data.source}: {len(data)} images cannot fill one batch of {batch_size} per worker '
+                            f'for {num_parts} worker(s)')
+        self.data, self.batch_size, self.augment = data, batch_size, augment
+        self.train, self.classes, self.seed, self.mixup = train, classes, seed, mixup
+        self.num_parts, self.part_index, self.prefetch = num_parts, part_index, prefetch
+        per_part = len(data) // num_parts
+        self.num_batches = per_part // batch_size if train else -(-_part_size(len(data), num_parts, part_index)
+                                                                  // batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_batches * self.batch_size if self.train else _part_size(len(self.data), self.num_parts,
+                                                                                self.part_index)
+
+    def _indices(self, epoch: int) -> np.ndarray:
+        n = len(self.data)
+        if self.train:
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+            per_part = n // self.num_parts
+            return order[self.part_index * per_part:(self.part_index + 1) * per_part]
+        return np.arange(n)[self.part_index::self.num_parts]
+
+    def batches(self, epoch: int, mixup: bool = True) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Yields (float32 NCHW data, labels) as numpy: int labels, or soft (N, classes) float32 with mixup."""
+        idx = self._indices(epoch)
+        rng = np.random.default_rng([self.seed, epoch, self.part_index, 1]) if self.train else None
+        for b in range(self.num_batches):
+            sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.augment(self.data.images[sel], rng)
+            y = self.data.labels[sel]
+            if self.train and self.mixup and mixup:
+                x, y = mixup_batch(x, y, self.classes, rng.beta(self.mixup, self.mixup))
+            yield x, y
+
+    def epoch(self, epoch: int, mixup: bool = True) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """batches() prepared `prefetch` ahead in a thread (numpy releases the GIL for the heavy parts)."""
+        return prefetched(self.batches(epoch, mixup), self.prefetch)
+
+
+def _part_size(n: int, parts: int, index: int) -> int:
+    return len(range(index, n, parts))
+
+
+_DONE = object()
+
+
+def prefetched(it: Iterator, depth: int) -> Iterator:
+    """The items of `it`, produced up to `depth` ahead by a background thread (its errors re-raised here)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+            return
+        q.put(_DONE)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # drain so the worker can see `stop`
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+class RecordIterLoader:
+    """ImageNet-size data through mx.io.ImageRecordIter, with GluonCV's train_imagenet.py augmentation."""
+
+    def __init__(self, rec: str, batch_size: int, input_size: int, *, train: bool, classes: int, seed: int = 0,
+                 num_parts: int = 1, part_index: int = 0, threads: int = 2, crop_ratio: float = 0.875):
+        idx = os.path.splitext(rec)[0] + '.idx'
+        for p in (rec, idx):
+            if not os.path.isfile(p):
+                raise DataError(f'{p}: not found; {DATASETS["imagenet"].how_to_get}')
+        self.count = record_count(idx)
+        self.train, self.classes, self.batch_size = train, classes, batch_size
+        mean = [255 * m for m in IMAGENET_MEAN]
+        std = [255 * s for s in IMAGENET_STD]
+        common = dict(path_imgrec=rec, path_imgidx=idx, batch_size=batch_size, data_shape=(3, input_size, input_size),
+                      mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2],
+                      preprocess_threads=threads, num_parts=num_parts, part_index=part_index, seed=seed,
+                      round_batch=True)  # round_batch=False leaves garbage labels with pad=0 in 1.9.1
+        if train:
+            self.kwargs = dict(shuffle=True, rand_mirror=True, random_resized_crop=True, max_aspect_ratio=4. / 3.,
+                               min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=0.08, brightness=0.4,
+                               saturation=0.4, contrast=0.4, pca_noise=0.1, **common)
+        else:
+            self.kwargs = dict(shuffle=False, resize=int(np.ceil(input_size / crop_ratio)), **common)
+        self.num_batches = self.count // num_parts // batch_size if train else \
+            -(-_part_size(self.count, num_parts, part_index) // batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def epoch(self, epoch: int, mixup: bool = True) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        import mxnet as mx
+        # A new iterator per epoch: after a wrapped last batch, reset() starts the next epoch part-way through.
+        it = mx.io.ImageRecordIter(**{**self.kwargs, 'seed': self.kwargs['seed'] + epoch})
+        for b, batch in enumerate(it):
+            if b >= self.num_batches:
+                break
+            n = batch.data[0].shape[0] - batch.pad
+            yield batch.data[0][:n], batch.label[0][:n].astype('int32')
+
+
+def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_index: int = 0,
+                  input_size: int = 32, classes: Optional[int] = None, source: str = CACHE):
+    """Train and test loaders for a recipe's `data` section (see mxprune.recipe.DataConfig).
+
+    Returns:
+        (train_loader, test_loader, classes)
+    """
+    info = dataset_info(cfg.dataset)
+    classes = classes or info.classes
+    if cfg.dataset == 'imagenet':
+        rec = {s: os.path.join(root, f'{s}.rec') for s in ('train', 'val')}
+        return (RecordIterLoader(rec['train'], cfg.batch_size, input_size, train=True, classes=classes, seed=seed,
+                                 num_parts=num_parts, part_index=part_index),
+                RecordIterLoader(rec['val'], cfg.test_batch_size, input_size, train=False, classes=classes,
+                                 num_parts=num_parts, part_index=part_index), classes)
+    # a folder the user named holds the data or the run stops here: no folder created, no download attempted
+    if not os.path.isdir(root) and not may_download(cfg.format, source):
+        raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
+    train = load_cifar(cfg.dataset, root, True, cfg.format, cfg.train_limit, source)
+    test = load_cifar(cfg.dataset, root, False, cfg.format, cfg.test_limit, source)
+    a = cfg.augment
+    aug = BatchAugment(info.mean, info.std, a.crop_pad, a.flip, a.cutout, a.random_erasing)
+    plain = BatchAugment(info.mean, info.std)
+    return (ArrayLoader(train, cfg.batch_size, aug, train=True, classes=classes, seed=seed, mixup=a.mixup,
+                        num_parts=num_parts, part_index=part_index, prefetch=cfg.prefetch),
+            ArrayLoader(test, cfg.test_batch_size, plain, train=False, classes=classes, num_parts=num_parts,
+                        part_index=part_index, prefetch=cfg.prefetch), classes)
