@@ -5,22 +5,24 @@ from typing import Dict, List, Sequence
 from . import io
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: run folders are written on machines without a display."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Writes `fig` as a PNG at `path` (atomically) and closes it."""
     io.write_with(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight'))
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def channels(layers: Sequence[dict], path: str, title: str = '') -> str:
     """Output channels per Conv/Dense layer: dense width and kept width."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(layers)), 3.6))
     x = list(range(len(layers)))
     ax.bar(x, [r['out'] for r in layers], color='#c8d3e6', label='dense')
@@ -32,12 +34,12 @@ def channels(layers: Sequence[dict], path: str, title: str = '') -> str:
     step = max(1, len(layers) // 25)
     ax.set_xticks(x[::step])
     ax.set_xticklabels([r['layer'] for r in layers][::step], rotation=90, fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves(rows: Sequence[dict], path: str) -> str:
     """Training loss and test top-1 per epoch, phases one after another."""
-    plt = _plt()
+    plt = pyplot()
     epochs = [r for r in rows if 'phase' in r and 'train_loss' in r]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
     phases: Dict[str, List] = {}
@@ -52,13 +54,13 @@ def curves(rows: Sequence[dict], path: str) -> str:
     b.set_ylabel('test top-1')
     a.legend()
     b.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_vs_macs(points: Sequence[dict], path: str, title: str = 'top-1 vs MACs', metric: str = 'top1',
                      label: str = 'test top-1 (%)') -> str:
     """points: {'label', 'macs', metric} (dense baselines with 'dense': True are drawn as stars)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for p in points:
         ax.scatter(p['macs'] / 1e6, p[metric] * 100, marker='*' if p.get('dense') else 'o', s=90 if p.get('dense')
@@ -69,7 +71,7 @@ def accuracy_vs_macs(points: Sequence[dict], path: str, title: str = 'top-1 vs M
     ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_plots(run_dir: str, report: dict) -> Dict[str, str]:

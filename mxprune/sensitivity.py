@@ -113,8 +113,8 @@ def write_csv(result: Result, path: str) -> str:
 
 
 def plot(result: Result, path: str, title: str = '') -> str:
-    from .plots import _plt, _save
-    plt = _plt()
+    from .plots import pyplot, save_figure
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     groups: Dict[str, List[dict]] = {}
     for r in result.rows:
@@ -129,7 +129,7 @@ def plot(result: Result, path: str, title: str = '') -> str:
     ax.set_title(title or 'sensitivity: each coupled group pruned alone')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc='lower left')
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ratios_recipe(recipe_raw: dict, ratios: Dict[str, float], criterion: str, header: str) -> str:

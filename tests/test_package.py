@@ -139,3 +139,17 @@ def test_gluon_private_attributes_are_touched_only_in_layers():
                 found += [f'{rel}:{hit}' for hit in _private_accesses(open(path, encoding='utf-8').read())]
     assert not found, 'Gluon private attributes outside mxprune/layers/ (add a function to ' \
                       'mxprune/layers/gluon_compat.py):\n' + '\n'.join(found)
+
+
+def test_no_private_name_is_imported_across_modules():
+    # a helper another module needs is a public name of its module (STYLE.md): `from .x import _y` is refused
+    found = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, 'mxprune')):
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(dirpath, f)
+                for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
+                    if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('mxprune')):
+                        found += [f'{os.path.relpath(path, ROOT)}:{node.lineno}: {a.name}' for a in node.names
+                                  if a.name.startswith('_') and not a.name.startswith('__')]
+    assert not found, 'private names imported across modules:\n' + '\n'.join(found)
