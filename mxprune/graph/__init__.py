@@ -8,6 +8,7 @@ of segments at Concat (DenseNet), repeat factors at Flatten -> Dense. Union-find
 groups. An operator without a rule freezes the channels it touches and is listed in `graph.unsupported`: such
 channels are never cut, so a wrong cut cannot happen silently.
 """
-from .core import DependencyGraph, Group, Layer, Member, Selection, Space, match
+from .core import DependencyGraph
+from .groups import Group, Layer, Member, Selection, Space, match
 
 __all__ = ["DependencyGraph", "Group", "Layer", "Member", "Selection", "Space", "match"]
