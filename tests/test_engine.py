@@ -267,23 +267,43 @@ def test_unknown_criterion_lists_the_choices():
 
 # ------------------------------------------------------------------------------------------------ schedules
 
-@pytest.mark.parametrize('sched', [schedules.OneShot(1), schedules.Iterative(0, 3, 3), schedules.AGP(1, 3, 4),
-                                   schedules.AGP(0, 0, 1)])
+def _schedule(name):
+    """The registered schedule `name` as a recipe builds it, with its updates between epochs 1 and 3."""
+    cfg = mp.modifiers.ScheduleConfig(kind=name, epoch=1.0, start_epoch=1.0, end_epoch=3.0, rounds=3, frequency=4,
+                                      steps=4)
+    return cfg.build()
+
+
+@pytest.mark.parametrize('name', schedules.SCHEDULES.names())
 class TestScheduleContract:
+    """Every registered schedule: a pure, monotone function of the step from 0 to 1 that changes only at updates."""
     SPE = 10
 
-    def test_fraction_is_monotone_from_zero_to_one(self, sched):
+    def test_fraction_is_monotone_from_zero_to_one(self, name):
+        sched = _schedule(name)
         fr = [sched.fraction(t, self.SPE) for t in range(60)]
-        assert all(b >= a for a, b in zip(fr, fr[1:]))
+        assert fr[0] == 0.0 and all(b >= a for a, b in zip(fr, fr[1:]))
         assert fr[-1] == 1.0 and sched.fraction(sched.last_update(self.SPE), self.SPE) == 1.0
 
-    def test_fraction_changes_only_at_updates(self, sched):
+    def test_fraction_changes_only_at_updates(self, name):
+        sched = _schedule(name)
         for t in range(1, 60):
             if sched.fraction(t, self.SPE) != sched.fraction(t - 1, self.SPE):
                 assert sched.is_update(t, self.SPE), t
 
-    def test_pure_function_of_the_step(self, sched):
+    def test_pure_function_of_the_step(self, name):
+        sched = _schedule(name)
         assert [sched.fraction(t, self.SPE) for t in (7, 3, 7)] == [sched.fraction(t, self.SPE) for t in (7, 3, 7)]
+
+    def test_a_name_or_an_object(self, name):
+        sched = _schedule(name)
+        assert type(sched) is schedules.SCHEDULES.get(name) and schedules.get(sched) is sched
+        assert schedules.get(name).registry_name == name
+
+
+def test_a_zero_length_agp_updates_once_at_its_start():
+    agp = schedules.AGP(0, 0, 1)
+    assert [t for t in range(20) if agp.is_update(t, 10)] == [0] and agp.fraction(0, 10) == 1.0
 
 
 def test_agp_is_cubic_with_its_endpoints():
