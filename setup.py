@@ -33,7 +33,7 @@ setup(
     install_requires=REQUIRES,
     entry_points={'console_scripts': ['mxprune = mxprune.console:main']},
     extras_require={
-        'test': ['pytest>=7', 'hypothesis>=6', 'onnx==1.14.1'],
+        'test': ['pytest>=7', 'pytest-timeout>=2.1', 'hypothesis>=6', 'onnx==1.14.1'],
         # onnxruntime declares numpy>=1.24.2 on every Python 3.11 wheel, which breaks mxnet: install it with
         # `pip install --no-deps onnxruntime==1.16.3 coloredlogs flatbuffers sympy packaging` (see README).
         'onnx': ['onnx==1.14.1'],

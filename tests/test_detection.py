@@ -217,6 +217,7 @@ def test_ssd_mobilenet_tiny_input_shrinks_to_the_masked_outputs_and_exports(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize('name, size', [('ssd_300_mobilenet0.25_custom', 300), ('ssd_512_resnet50_v1_custom', 512),
                                         ('yolo3_mobilenet1.0_custom', 416), ('yolo3_darknet53_custom', 416)])
 def test_detection_zoo_shrinks_to_the_masked_outputs(name, size, tmp_path):
@@ -304,6 +305,7 @@ def test_ssd_loaders_training_steps_and_evaluation_contract(raccoon):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_detection_yolo_training_steps_and_evaluation(raccoon):
     name = 'yolo3_mobilenet1.0_custom'
     train = _subset(D.VOCFolder(raccoon, 'train', ['raccoon'], skip_empty=True), 8)
@@ -319,6 +321,7 @@ def test_detection_yolo_training_steps_and_evaluation(raccoon):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # two tool runs of up to 1200 s each
 def test_detection_tool_end_to_end(raccoon, tmp_path):
     """tools/detect.py on the raccoon set at a small input for one epoch each: the report has what the issue asks."""
     out = run_tool(['tools/detect.py', '--recipe', 'recipes/raccoon_ssd_l2.yaml', '--data-dir', raccoon, '--out',

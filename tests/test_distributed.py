@@ -88,6 +88,8 @@ def _launch(args, tmp_path, timeout=120, env=None):
                           timeout=timeout)
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
 def test_two_workers_one_server_prune_in_step(tmp_path):
     script = tmp_path / 'worker.py'
     script.write_text(WORKER.format(root=ROOT))
@@ -132,6 +134,7 @@ FAIL = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.e2e
 def test_a_failing_worker_stops_the_job_fast(tmp_path):
     script = tmp_path / 'fail.py'
     script.write_text(FAIL.format(root=ROOT))
@@ -143,6 +146,7 @@ def test_a_failing_worker_stops_the_job_fast(tmp_path):
     assert 'exited with code 2; stopped the other 3 process(es)' in res.stderr
 
 
+@pytest.mark.e2e
 def test_deadline_stops_a_hung_job(tmp_path):
     tic = time.time()
     res = _launch(['-n', '1', '--deadline', '2', '--', sys.executable, '-c', 'import time; time.sleep(60)'], tmp_path)

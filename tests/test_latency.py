@@ -1,9 +1,11 @@
 """Latency-aware pruning: the table, the predictor, the greedy search (on a synthetic table), and a real target."""
 import dataclasses
-import re
 
+import mxnet as mx
 import numpy as np
 import pytest
+from mxnet import gluon
+from mxnet.gluon import nn
 
 import nets
 import mxprune as mp
@@ -143,28 +145,45 @@ def test_search_times_the_narrowest_net_before_refusing_a_target():
         allocation.search(allocation.Knapsack(), p, m, target, measure=m.predict)
 
 
+class Wide(gluon.HybridBlock):
+    """A 16 -> 64 -> 64 conv chain: its 64-channel group dominates the time and can be cut in blocks of 16."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.stem, self.c1, self.c2 = nets.conv_bn(16), nets.conv_bn(64), nets.conv_bn(64)
+            self.pool, self.fc = nn.GlobalAvgPool2D(), nn.Dense(4)
+
+    def hybrid_forward(self, F, x):
+        return self.fc(self.pool(self.c2(self.c1(self.stem(x)))))
+
+
+@pytest.mark.e2e
 def test_a_speedup_target_prunes_by_measured_latency(tmp_path, monkeypatch):
+    # real timing, so the net is chosen to make the outcome certain on any CPU: oneDNN's channel blocks are 8 or 16
+    # wide, so 64 channels cut in blocks of 16 run several times faster and a 2x target must be met, with a margin
+    # that timing noise on a shared machine does not close (a refused target is checked on a synthetic table in
+    # test_search_times_the_narrowest_net_before_refusing_a_target)
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))  # a fresh table, measured here and cached
-    net = nets.build('residual')
-    mod = mp.PruningModifier('l2', target={'speedup': 1.2, 'batch': 64}, round_to=2)
+    mx.random.seed(0)
+    net = Wide()
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros(IN))
+    net.hybridize()
+    mod = mp.PruningModifier('l2', target={'speedup': 2.0, 'batch': 16}, round_to=16)
     s = mp.Session(net, IN, 1, [mod])
-    try:
-        s.prune_now()
-    except OverPruneError as e:
-        # on a CPU whose oneDNN blocks are 8 channels wide (AVX2) this 8-channel net has no faster width: the
-        # narrowest one is timed and the target refused, naming both times
-        narrowest, dense = (float(v) for v in re.search(r'measured ([\d.]+) ms .* dense ([\d.]+) ms', str(e)).groups())
-        assert narrowest > dense / 1.2 and (tmp_path / 'mxprune').exists()
-        return
+    s.prune_now()
     rep = mod.latency_report
-    assert rep['target_ms'] == pytest.approx(rep['dense_ms'] / 1.2) and rep['rounds']
-    assert all(r['measured_ms'] > 0 for r in rep['rounds'])
-    assert rep['measured_ms'] <= rep['target_ms'] if rep['met'] else rep['measured_ms'] == min(
-        r['measured_ms'] for r in rep['rounds'])
+    assert rep['met'] and rep['target_ms'] == pytest.approx(rep['dense_ms'] / 2.0)
+    assert rep['rounds'] and all(r['measured_ms'] > 0 for r in rep['rounds'])
+    assert rep['measured_ms'] <= rep['target_ms'] and rep['measured_ms'] in [r['measured_ms'] for r in rep['rounds']]
     assert rep['table_entries'] > 0 and (tmp_path / 'mxprune').exists()
     assert s.sparsity()['macs_ratio'] < 1.0
     small, plan = s.finalize()
-    assert plan.groups
+    assert plan.groups and all(len(g['keep']) % 16 == 0 for g in plan.groups.values())
+
+
+def test_a_speedup_target_takes_no_ratios_and_no_second_target():
     with pytest.raises(mp.MxPruneError, match='ratios: layer-wise ratios are not allowed with a speedup target'):
         mp.PruningModifier('l2', ratios={'b1.*': 0.5}, target={'speedup': 1.2})
     with pytest.raises(mp.RecipeError, match='expected exactly one of sparsity, macs, params, latency, speedup'):

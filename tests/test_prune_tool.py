@@ -23,6 +23,8 @@ def _args(recipe, out, sets=(), resume=False):
     return args + (['--resume'] if resume else [])
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_quickstart_end_to_end_on_a_slice(tmp_path, cifar_root):
     res = run_tool(_args('recipes/quickstart.yaml', tmp_path / 'q', SMALL), {'MXPRUNE_DATA': cifar_root})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -169,6 +171,8 @@ RESUME = ['data.train_limit=384', 'data.test_limit=128', 'data.batch_size=64', '
           'robustness.enabled=false']
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize('kill_at', ['dense:1:2', 'prune:1:1', 'finetune:2:3'])
 def test_killed_prune_run_resumes_bit_identical(tmp_path_factory, cifar_root, kill_at):
     env = {'MXPRUNE_DATA': cifar_root}

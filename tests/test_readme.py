@@ -30,3 +30,4 @@ def test_setup_commands_are_the_ones_ci_runs():
     assert tests == "pip install -e '.[test]' && python -m pytest -q"
     ci = open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8').read()
     assert '<!-- test-command -->' in ci and 'eval "$test_cmd"' in ci
+    assert '\npython -m pytest -q -m e2e\n' in ci  # what the fast suite leaves out still runs in CI

@@ -137,6 +137,8 @@ def _train_args(out, resume=False):
     return args + (['--resume'] if resume else [])
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, cifar_root):
     env = {'MXPRUNE_DATA': cifar_root}
     full = run_tool(_train_args(tmp_path / 'full'), env)
@@ -160,6 +162,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, cifar_root):
         json.load(open(tmp_path / 'cut' / 'report.json'))['test_top1']
 
 
+@pytest.mark.e2e
 def test_resume_with_a_different_recipe_is_refused(tmp_path, cifar_root):
     env = {'MXPRUNE_DATA': cifar_root}
     args = _train_args(tmp_path / 'r')

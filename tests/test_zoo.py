@@ -158,6 +158,7 @@ def test_onnx_export_checks(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize('name', zoo.classification_models())
 def test_zoo_sweep(name):
     """Every GluonCV classification model: trace, prune, shrink == masked, export (python -m pytest -m slow)."""
