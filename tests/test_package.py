@@ -21,19 +21,22 @@ def test_one_version_source():
     assert 'version=VERSION' in setup_py and not re.search(r"version='\d", setup_py)
 
 
-# Import direction (STYLE.md): a module may import only modules of its own layer or lower ones.
+# Import direction, the intended one (STYLE.md), lowest first: a module imports only its own layer or lower ones.
+# A package (graph/, allocation/, detection/, ...) counts as its top-level name, wherever its modules are split.
 LAYERS = [
-    {'version', 'errors', 'registry', 'config', 'io', 'progress', 'commands.bootstrap'},
+    {'errors', 'registry', 'version', 'io', 'progress', 'config', 'commands.bootstrap'},  # and the support modules
     {'graph', 'layers', 'masks'},
-    {'criteria', 'schedules', 'flops', 'latency'},
-    {'allocation', 'modifiers', 'shrink', 'benchmark'},
-    {'session', 'recipe', 'export', 'cli'},
-    {'zoo', 'data', 'train'},
-    {'pipeline', 'sensitivity', 'distributed', 'detection', 'robustness', 'plots'},
-    {'commands', 'console', '__main__'},
+    {'criteria', 'schedules', 'latency', 'benchmark'},  # benchmark: the whole-net timing under latency's table
+    {'allocation', 'modifiers', 'shrink', 'flops'},
+    {'session', 'recipe', 'export'},
+    {'zoo', 'data', 'train', 'detection', 'pipeline', 'distributed', 'sensitivity', 'robustness', 'plots'},
+    {'cli', 'commands', 'console', '__main__'},  # and tools/, which import the public API only
 ]
-GLUONCV_OK = {'zoo', 'data', 'train', 'pipeline', 'sensitivity', 'distributed', 'detection',
-              'robustness', 'plots'}
+# the only modules that may import gluoncv (`import mxprune` must not need it)
+GLUONCV_OK = {'zoo', 'data', 'train', 'detection', 'pipeline'}
+# imports against the order that the code still has, each with its reason; the test fails once one is gone, so the
+# list only shrinks
+KNOWN = {('latency', 'flops'): 'latency.Predictor is a cost model built on flops.LayerCost and flops.Shapes'}
 
 
 def _layer(mod):
@@ -69,7 +72,7 @@ def _imports(path):
 
 
 def test_import_direction():
-    pkg = os.path.join(ROOT, 'mxprune')
+    pkg, found, seen = os.path.join(ROOT, 'mxprune'), [], set()
     for dirpath, _, files in os.walk(pkg):
         for f in files:
             if not f.endswith('.py') or f == '__init__.py' and dirpath == pkg:
@@ -78,12 +81,14 @@ def test_import_direction():
             mod = rel[:-len('.py')].replace(os.sep, '.')  # a submodule can have a layer of its own
             mod = mod if any(mod in layer for layer in LAYERS) else mod.split('.')[0]
             for imp in _imports(os.path.join(dirpath, f)):
-                if imp == 'gluoncv':
-                    assert mod in GLUONCV_OK, f'mxprune/{rel} imports gluoncv'
-                    continue
-                if imp == mod:
-                    continue
-                assert _layer(imp) <= _layer(mod), f'mxprune/{rel} imports mxprune.{imp} (a higher layer)'
+                if imp == 'gluoncv' and mod not in GLUONCV_OK:
+                    found.append(f'mxprune/{rel} imports gluoncv')
+                elif imp not in ('gluoncv', mod) and _layer(imp) > _layer(mod):
+                    seen.add((mod, imp))
+                    if (mod, imp) not in KNOWN:
+                        found.append(f'mxprune/{rel} imports mxprune.{imp} (a higher layer)')
+    assert not found, '\n'.join(found)
+    assert seen == set(KNOWN), f'no longer imported against the order, remove from KNOWN: {set(KNOWN) - seen}'
 
 
 # Gluon private attributes (STYLE.md): only mxprune/layers/ may read them. The rule, outside mxprune/layers/:
