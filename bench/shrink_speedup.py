@@ -3,7 +3,7 @@
     python bench/shrink_speedup.py [--models cifar_resnet56_v1,mobilenetv2_1.0,densenet121]
 
 Each model (random init: speed does not depend on the values) is pruned with L2 importance, global scope, coupled
-groups, to 50 % of its dense MACs with round_to=16 (oneDNN computes in 16-channel blocks on this AVX-512 CPU:
+groups, to 50 % of its dense MACs with round_to=16 (oneDNN computes in 16-channel blocks on an AVX-512 CPU:
 widths that are not multiples of 16 can run slower than dense), shrunk, and timed against its
 dense twin at batch 1 and 64 (interleaved, medians; fused oneDNN graph for both). Last line: ratio <measured
 speed-up / MACs speed-up> for cifar_resnet56_v1 at batch 64.

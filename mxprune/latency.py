@@ -97,9 +97,9 @@ _ADDS = {'elemwise_add', '_plus', '_Plus', '_add', 'broadcast_add', 'broadcast_p
 
 def residual_convs(graph: DependencyGraph) -> set:
     """Node names of the convs whose output (through BatchNorm) is added to another tensor: one per add, the one
-    computed last, into which oneDNN fuses the sum. Measured here (AVX2 EPYC, fused oneDNN, batch 64): a residual
-    block at narrow odd widths ran about 1.6x slower with its add than without, so the add is part of the layer's
-    time, and far from constant across widths."""
+    computed last, into which oneDNN fuses the sum. The fused add changes how the conv's time depends on its widths
+    (most at narrow odd widths), so it is timed as part of that layer rather than as a constant beside it
+    (docs/results.md)."""
     from . import masks as masks_mod
     with masks_mod.bypassed():
         out = graph.net(mx.sym.var('data'))
