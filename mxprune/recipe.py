@@ -37,8 +37,9 @@ class AugmentConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet', 'voc'),
-                        help='voc: a Pascal VOC layout folder, for tools/detect.py with a detection section')
+    dataset: str = spec('cifar10', choices=('cifar10', 'cifar100', 'imagenet', 'imagenette', 'voc'),
+                        help='imagenette: the imagenet reader with 10 classes (docs/data.md); voc: a Pascal VOC '
+                             'layout folder, for tools/detect.py with a detection section')
     root: Optional[str] = spec(None, help='data folder; --data-dir overrides it, and it overrides $MXPRUNE_DATA')
     format: str = spec('auto', choices=('auto', 'rec', 'bin', 'folder', 'download'))
     batch_size: int = spec(128, lo=1, hi=65536, help='per step, over all contexts')

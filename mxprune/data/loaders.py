@@ -1,5 +1,5 @@
-"""Loaders: batches of an in-memory ImageSet (augmented in a background thread), ImageNet through
-mx.io.ImageRecordIter, and the pair a recipe's `data` section asks for."""
+"""Loaders: batches of an in-memory ImageSet (augmented in a background thread), ImageNet-style RecordIO through
+mx.io.ImageRecordIter (records.py), and the pair a recipe's `data` section asks for."""
 import os
 import queue
 import threading
@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import DataError
 from .augment import BatchAugment, mixup_batch
-from .sources import CACHE, DATASETS, IMAGENET_MEAN, IMAGENET_STD, ImageSet, dataset_info, load_cifar, may_download, \
-    record_count
+from .records import RecordIterLoader
+from .sources import CACHE, DatasetInfo, ImageSet, dataset_info, load_cifar, may_download
 
 class ArrayLoader:
     """Batches of an in-memory ImageSet, augmented in a background thread.
@@ -107,65 +107,8 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
                 pass
 
 
-class RecordIterLoader:
-    """ImageNet-size data through mx.io.ImageRecordIter, with GluonCV's train_imagenet.py augmentation."""
-
-    def __init__(self, rec: str, batch_size: int, input_size: int, *, train: bool, classes: int, seed: int = 0,
-                 num_parts: int = 1, part_index: int = 0, threads: int = 2, crop_ratio: float = 0.875):
-        idx = os.path.splitext(rec)[0] + '.idx'
-        for p in (rec, idx):
-            if not os.path.isfile(p):
-                raise DataError(f'{p}: not found; {DATASETS["imagenet"].how_to_get}')
-        self.count = record_count(idx)
-        self.train, self.classes, self.batch_size = train, classes, batch_size
-        mean = [255 * m for m in IMAGENET_MEAN]
-        std = [255 * s for s in IMAGENET_STD]
-        common = dict(path_imgrec=rec, path_imgidx=idx, batch_size=batch_size, data_shape=(3, input_size, input_size),
-                      mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2],
-                      preprocess_threads=threads, num_parts=num_parts, part_index=part_index, seed=seed,
-                      round_batch=True)  # round_batch=False leaves garbage labels with pad=0 in 1.9.1
-        if train:
-            self.kwargs = dict(shuffle=True, rand_mirror=True, random_resized_crop=True, max_aspect_ratio=4. / 3.,
-                               min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=0.08, brightness=0.4,
-                               saturation=0.4, contrast=0.4, pca_noise=0.1, **common)
-        else:
-            self.kwargs = dict(shuffle=False, resize=int(np.ceil(input_size / crop_ratio)), **common)
-        self.num_batches = self.count // num_parts // batch_size if train else \
-            -(-_part_size(self.count, num_parts, part_index) // batch_size)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    @property
-    def num_samples(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def epoch(self, epoch: int, mixup: bool = True) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        import mxnet as mx
-        # A new iterator per epoch: after a wrapped last batch, reset() starts the next epoch part-way through.
-        it = mx.io.ImageRecordIter(**{**self.kwargs, 'seed': self.kwargs['seed'] + epoch})
-        for b, batch in enumerate(it):
-            if b >= self.num_batches:
-                break
-            n = batch.data[0].shape[0] - batch.pad
-            yield batch.data[0][:n], batch.label[0][:n].astype('int32')
-
-
-def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_index: int = 0,
-                  input_size: int = 32, classes: Optional[int] = None, source: str = CACHE):
-    """Train and test loaders for a recipe's `data` section (see mxprune.recipe.DataConfig).
-
-    Returns:
-        (train_loader, test_loader, classes)
-    """
-    info = dataset_info(cfg.dataset)
-    classes = classes or info.classes
-    if cfg.dataset == 'imagenet':
-        rec = {s: os.path.join(root, f'{s}.rec') for s in ('train', 'val')}
-        return (RecordIterLoader(rec['train'], cfg.batch_size, input_size, train=True, classes=classes, seed=seed,
-                                 num_parts=num_parts, part_index=part_index),
-                RecordIterLoader(rec['val'], cfg.test_batch_size, input_size, train=False, classes=classes,
-                                 num_parts=num_parts, part_index=part_index), classes)
+def _memory_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int, seed: int, num_parts: int,
+                    part_index: int, input_size: int):
     # a folder the user named holds the data or the run stops here: no folder created, no download attempted
     if not os.path.isdir(root) and not may_download(cfg.format, source):
         raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
@@ -177,4 +120,40 @@ def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_ind
     return (ArrayLoader(train, cfg.batch_size, aug, train=True, classes=classes, seed=seed, mixup=a.mixup,
                         num_parts=num_parts, part_index=part_index, prefetch=cfg.prefetch),
             ArrayLoader(test, cfg.test_batch_size, plain, train=False, classes=classes, num_parts=num_parts,
-                        part_index=part_index, prefetch=cfg.prefetch), classes)
+                        part_index=part_index, prefetch=cfg.prefetch))
+
+
+# ImageRecordIter has no box erasing; its crop is the random-resized one, so crop_pad has no meaning there
+RECORD_UNSUPPORTED = ('cutout', 'random_erasing')
+
+
+def _record_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int, seed: int, num_parts: int,
+                    part_index: int, input_size: int):
+    for key in RECORD_UNSUPPORTED:
+        if getattr(cfg.augment, key):
+            raise DataError(f'data.augment.{key}: {getattr(cfg.augment, key)!r} is not supported for {info.name} '
+                            f'(mx.io.ImageRecordIter); expected 0 (flip and mixup are)')
+    if not os.path.isdir(root):
+        raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
+    a = cfg.augment
+    common = dict(classes=classes, num_parts=num_parts, part_index=part_index, how_to_get=info.how_to_get)
+    return (RecordIterLoader(os.path.join(root, 'train.rec'), cfg.batch_size, input_size, train=True, seed=seed,
+                             limit=cfg.train_limit, flip=a.flip, mixup=a.mixup, **common),
+            RecordIterLoader(os.path.join(root, 'val.rec'), cfg.test_batch_size, input_size, train=False,
+                             limit=cfg.test_limit, **common))
+
+
+BUILDERS = {'memory': _memory_loaders, 'record': _record_loaders}  # by DatasetInfo.reader
+
+
+def build_loaders(cfg, root: str, *, seed: int = 0, num_parts: int = 1, part_index: int = 0,
+                  input_size: int = 32, classes: Optional[int] = None, source: str = CACHE):
+    """Train and test loaders for a recipe's `data` section (see mxprune.recipe.DataConfig).
+
+    Returns:
+        (train_loader, test_loader, classes)
+    """
+    info = dataset_info(cfg.dataset)
+    classes = classes or info.classes
+    train, test = BUILDERS[info.reader](cfg, info, root, source, classes, seed, num_parts, part_index, input_size)
+    return train, test, classes

@@ -27,6 +27,8 @@ class DatasetInfo:
     train_count: Optional[int]
     test_count: Optional[int]
     how_to_get: str
+    reader: str = 'memory'  # memory: decoded once into RAM (CIFAR); record: mx.io.ImageRecordIter over train/val.rec
+    shared: Optional[str] = None  # the folder under ../shared/datasets read when no other folder is named
 
 
 DATASETS = {
@@ -38,7 +40,12 @@ DATASETS = {
                             'there, or point --data-dir at a folder with train.rec/.idx and test.rec/.idx'),
     'imagenet': DatasetInfo('imagenet', 1000, (0, 0, 3), IMAGENET_MEAN, IMAGENET_STD, None, None,
                             'pack ImageNet with MXNet\'s im2rec into train.rec/train.idx and val.rec/val.idx '
-                            '(see GluonCV\'s "Prepare the ImageNet dataset" tutorial)'),
+                            '(see GluonCV\'s "Prepare the ImageNet dataset" tutorial)', reader='record'),
+    # ImageNet's reader and augmentation with 10 classes; the shared copy's README says how it was packed
+    'imagenette': DatasetInfo('imagenette', 10, (0, 0, 3), IMAGENET_MEAN, IMAGENET_STD, 9469, 3925,
+                              'download imagenette2-160 (https://github.com/fastai/imagenette) and pack its train/ and '
+                              'val/ folders with MXNet\'s im2rec into train.rec/train.idx and val.rec/val.idx, labels '
+                              'the wnids in sorted order', reader='record', shared='imagenette'),
 }
 
 
@@ -56,14 +63,27 @@ def default_root(dataset: str) -> str:
 
 
 CACHE = 'MXNet cache'
+SHARED = 'shared copy'
+# the project's read-only data beside the checkout (../shared/datasets); absent in an installed copy
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))), 'shared', 'datasets')
+
+
+def shared_root(dataset: str) -> Optional[str]:
+    """The dataset's folder under SHARED_DATA when it holds a train.rec, else None."""
+    name = DATASETS[dataset].shared if dataset in DATASETS else None
+    folder = os.path.join(SHARED_DATA, name) if name else None
+    return folder if folder and os.path.isfile(os.path.join(folder, 'train.rec')) else None
 
 
 def root_source(dataset: str, recipe_root: Optional[str] = None, cli_root: Optional[str] = None) -> Tuple[str, str]:
     """(data folder, where it came from): --data-dir wins over the recipe's data.root, which wins over
     $MXPRUNE_DATA (a setting written in the file is not silently replaced by the environment); else MXNet's cache
-    (`CACHE`), the only folder a missing dataset is downloaded into unless the recipe says `format: download`."""
+    (`CACHE`), the only folder a missing dataset is downloaded into unless the recipe says `format: download`.
+    A dataset with a shared copy (`shared_root`) reads it before MXNet's cache."""
     env = os.environ.get(ENV_DATA)
-    for root, where in ((cli_root, '--data-dir'), (recipe_root, 'data.root'), (env, '$' + ENV_DATA)):
+    for root, where in ((cli_root, '--data-dir'), (recipe_root, 'data.root'), (env, '$' + ENV_DATA),
+                        (shared_root(dataset), SHARED)):
         if root:
             return os.path.abspath(os.path.expanduser(root)), where
     return default_root(dataset), CACHE

@@ -86,7 +86,8 @@ def run_prune(s: Setup, started: float) -> Dict[str, Any]:
                                                 input_shape_of(rec, rec.export.batch))
             report['export']['onnx'] = path
             report['export']['onnx_runtime_diff'] = diff
-    if rec.robustness.enabled and rec.data.dataset != 'imagenet':
+    # the attacks read the test images from memory; the RecordIO path streams them
+    if rec.robustness.enabled and data_mod.dataset_info(rec.data.dataset).reader == 'memory':
         with state.timed('robustness'):
             report['robustness'] = robustness_report(s, dense, pruned)
     report['files'] = {'plan': s.run.file('pruned.plan.json'), 'pruned_params': s.run.file('pruned.params'),
