@@ -271,9 +271,25 @@ class WorkerHooks:
             self.session.reapply_masks()
 
     def on_epoch_end(self, epoch: int) -> None:
-        """BN statistics made equal, then every parameter verified identical (before evaluation and checkpoint)."""
+        """BN statistics made equal, then every parameter verified identical (before evaluation and checkpoint);
+        gradient scores gathered since the last decision are folded into rank 0."""
         self.workers.sync_aux(self.net)
         self.workers.check_params(self.net, f'parameters at the end of epoch {epoch}')
+        if self.session is not None:
+            self.fold_scores()
+
+    def fold_scores(self) -> None:
+        """Rank 0 holds the workers' summed score accumulators, the others zeros: the sum the next decision takes
+        is unchanged, and the checkpoint rank 0 writes holds all of it, so a resumed job (whose other ranks start
+        from zeros, Session.load_state) decides as the uninterrupted one."""
+        for mod in self.session.modifiers:
+            acc = mod.criterion.acc
+            if not (mod.criterion.needs_grad and acc):
+                continue
+            self.workers.sum_arrays(acc)
+            if not self.workers.is_writer:
+                for k in acc:
+                    acc[k] = acc[k].zeros_like()
 
     def reduce(self, totals: np.ndarray) -> np.ndarray:
         """Evaluation counts summed over the workers (each evaluates its shard of the test set)."""

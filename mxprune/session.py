@@ -350,9 +350,12 @@ class Session:
             self.load_state_dict(json.load(f))
         path = os.path.join(folder, 'criteria.nd')
         if os.path.exists(path):
+            # a data-parallel checkpoint holds the scores summed over all workers, in rank 0's share (WorkerHooks
+            # folds them at every epoch end): the other ranks continue from zeros so that the sum counts them once
+            writer = self.sync is None or self.sync.is_writer
             for key, arr in mx.nd.load(path).items():
                 i, name = key.split(':', 1)
-                self.modifiers[int(i)].criterion.acc[name] = arr
+                self.modifiers[int(i)].criterion.acc[name] = arr if writer else arr.zeros_like()
 
     # --- the end
     def finalize(self, shrink: bool = True):

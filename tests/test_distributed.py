@@ -218,6 +218,6 @@ def test_a_measured_latency_target_is_refused_with_several_workers():
                       ['pruning.0.target={speedup: 1.5}'])
     two = types.SimpleNamespace(num_workers=2, rank=0)
     with pytest.raises(RecipeError, match=r'pruning\.0\.target: a speedup target is not allowed with 2 workers'):
-        pipeline.worker_data(rec, two, False)
+        pipeline.worker_data(rec, two)
     one = types.SimpleNamespace(num_workers=1, rank=0)
-    assert pipeline.worker_data(rec, one, False).batch_size == rec.data.batch_size
+    assert pipeline.worker_data(rec, one).batch_size == rec.data.batch_size

@@ -153,6 +153,16 @@ def stop(nodes: List[Node]) -> int:
     return len(running)
 
 
+def _ended(rc: int) -> str:
+    """How a process ended, as Popen reports it (a negative code is the signal that killed it)."""
+    if rc < 0:
+        try:
+            return f'was killed by {signal.Signals(-rc).name}'
+        except ValueError:
+            return f'was killed by signal {-rc}'
+    return f'exited with code {rc}'
+
+
 def _exit_code(rc: int) -> int:
     return rc if rc > 0 else 128 - rc  # killed by signal s: 128 + s, as a shell reports it
 
@@ -167,7 +177,7 @@ def supervise(nodes: List[Node], deadline_s: float, grace_s: float, poll_s: floa
                 rc = n.proc.poll()
                 if rc is not None and rc != 0:
                     others = stop(nodes)
-                    _say(f'error: {n.label} (pid {n.proc.pid}) exited with code {rc}; stopped the other {others} '
+                    _say(f'error: {n.label} (pid {n.proc.pid}) {_ended(rc)}; stopped the other {others} '
                          f'process(es)')
                     return _exit_code(rc)
             if all(n.proc.poll() == 0 for n in workers):

@@ -11,6 +11,7 @@ from .. import progress as progress_mod, recipe as recipe_mod, train as train_mo
 from ..errors import ModelError, RecipeError
 from ..version import __version__
 from .folder import RunFolder
+from .resume import check_workers, worker_folder
 
 
 @dataclasses.dataclass
@@ -59,14 +60,15 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     root, source = data_mod.root_source(recipe.data.dataset, recipe.data.root, data_dir)
     data_cfg = recipe.data
     if workers is not None:
-        num_parts, part_index, data_cfg = workers.num_workers, workers.rank, worker_data(recipe, workers, resume)
-        progress, out = progress and workers.is_writer, workers.run_dir(out)
+        num_parts, part_index, data_cfg = workers.num_workers, workers.rank, worker_data(recipe, workers)
+        progress, out = progress and workers.is_writer, worker_folder(workers, out, resume)
     train_loader, test_loader, classes = data_mod.build_loaders(
         data_cfg, root, seed=recipe.train.seed, num_parts=num_parts, part_index=part_index,
         input_size=recipe.model.input_size, classes=recipe.model.classes, source=source)
     if pretrained and pretrained != 'zoo':  # a file that does not fit fails here, before the run folder exists
         zoo.load_params(zoo.get_model(recipe.model.name, classes=classes), pretrained, [mx.cpu()])
     run = RunFolder(out, recipe, resume)
+    check_workers(run, num_parts, len(train_loader), resume, workers)
     run.log({'event': 'start', 'resume': resume, 'mxprune': __version__, 'mxnet': mx.__version__,
              'threads': threads_note, 'ctx': [str(c) for c in ctx], 'data_root': root,
              'train_images': train_loader.num_samples, 'test_images': test_loader.num_samples,
@@ -75,12 +77,9 @@ def setup(recipe: recipe_mod.Recipe, out: str, *, data_dir: Optional[str] = None
     return Setup(recipe, ctx, train_loader, test_loader, classes, run, root, progress, resume, workers, source)
 
 
-def worker_data(recipe: recipe_mod.Recipe, workers, resume: bool):
+def worker_data(recipe: recipe_mod.Recipe, workers) -> Any:
     """A worker's data section: the recipe's batch is the global one, split evenly over the workers."""
     n, batch = workers.num_workers, recipe.data.batch_size
-    if resume and n > 1:
-        raise RecipeError(f'--resume is not supported with {n} workers yet (only rank 0 keeps checkpoints); start '
-                          f'a new run, or resume in one process')
     for i, item in enumerate(recipe.pruning):
         if n > 1 and item.target.kind in ('latency', 'speedup'):
             raise RecipeError(f'pruning.{i}.target: a {item.target.kind} target is not allowed with {n} workers; '

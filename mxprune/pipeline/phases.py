@@ -124,6 +124,8 @@ def prune_phase(s: Setup, net):
                 batches = s.train_loader.epoch(1_000_000 + sess.step, mixup=False)
                 sess.recalibrate((b for _, b in zip(range(recal), batches)), s.ctx)
                 batches.close()
+                if s.workers is not None:  # each recalibrated on its shard; after the last step rank 0's are saved
+                    s.workers.sync_aux(net)
             if sess.step >= last:
                 return
             ev = train_mod.evaluate(net, s.test_loader, s.ctx, reduce=reducer(s))
