@@ -161,3 +161,40 @@ def test_horovod_two_processes(tmp_path, cifar_root):
     report = json.load(open(tmp_path / 'h' / 'report.json'))
     print(f'horovod 2 processes: pruned top-1 {report["pruned"]["top1"]:.4f}')
     assert report['ratios']['macs'] <= 0.65
+
+
+def _horovod(worker_cmd, env):
+    tic = time.time()
+    res = subprocess.run(['horovodrun', '-np', '2', '-H', 'localhost:2', '--gloo', '--network-interface', 'lo',
+                          sys.executable, *worker_cmd], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **env})
+    res.ended = time.time()
+    res.took = res.ended - tic
+    return res
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_horovod_killed_worker_stops_the_job_and_resume_finishes_it(tmp_path, cifar_root):
+    pytest.importorskip('horovod.mxnet', reason='horovod is not installed here (an optional extra)')
+    env = {'MXPRUNE_DATA': cifar_root}
+    ref = _horovod([PRUNE, *_prune_args(tmp_path / 'ref')], env)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / 'r'
+    killed = _horovod([KILL_AT, 'prune:1:1:rank1', PRUNE, *_prune_args(run)], env)
+    assert killed.returncode != 0
+    said = re.search(r'kill_at: SIGKILL .* at (\d+\.\d+)', killed.stdout + killed.stderr)
+    assert said, killed.stderr[-3000:]
+    stop_s = killed.ended - float(said.group(1))
+    _consistent(run)
+    assert not (run / 'pruned.params').exists()
+    resumed = _horovod([PRUNE, *_prune_args(run, resume=True)], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    diff = _max_diff(tmp_path / 'ref' / 'pruned.params', run / 'pruned.params')
+    ra, rb = json.load(open(tmp_path / 'ref' / 'report.json')), json.load(open(run / 'report.json'))
+    print(f'horovod: rank 1 killed in prune 1:1; horovodrun exited {killed.returncode} {stop_s:.2f} s after the '
+          f'kill; resume {resumed.took:.1f} s; max abs diff of the pruned parameters vs the uninterrupted horovod '
+          f'run {diff:g}; resumed top-1 {rb["pruned"]["top1"]:.4f} (uninterrupted {ra["pruned"]["top1"]:.4f})')
+    assert stop_s < 30
+    assert json.load(open(tmp_path / 'ref' / 'pruned.plan.json')) == json.load(open(run / 'pruned.plan.json'))
+    assert diff == 0.0 and ra['pruned']['top1'] == rb['pruned']['top1'] and rb['resumed'] is True
