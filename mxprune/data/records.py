@@ -3,8 +3,8 @@
 The augmentation is GluonCV's own rec path (`get_data_rec` in scripts/classification/imagenet/train_imagenet.py):
 ImageRecordIter's options for random-resized crop (area 0.08-1, aspect 3/4-4/3), mirror, colour jitter 0.4 and
 PCA lighting 0.1 when training; resize of the shorter side to size / 0.875 and a center crop when evaluating. The
-C++ iterator decodes and augments in its own threads at about 1,500 images/s per thread, where gluon's per-image
-Python transforms (the same operations, checked against it in tests/test_imagenette.py) would hold the GIL.
+C++ iterator decodes and augments in its own threads, outside the GIL, where gluon's per-image Python transforms
+(the same operations, checked against it in tests/test_imagenette.py) would compete with training for the cores.
 
 Before any C++ thread reads them, the .rec file is checked against its .idx (each record's magic, length, label
 and image): a truncated or foreign file fails inside MXNet's decoder threads otherwise, with a C++ traceback or a
