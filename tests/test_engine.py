@@ -514,3 +514,23 @@ def test_plan_rebuilds_a_fresh_instance_with_another_prefix(tmp_path):
     fresh.initialize()
     shrink.load_pruned(fresh, str(tmp_path / 'pruned'))
     np.testing.assert_allclose(fresh(x).asnumpy(), out, atol=1e-5)
+
+
+def test_distillation_loss_is_the_softened_cross_entropy_and_vanishes_in_gradient_at_the_teacher():
+    from mxprune import pipeline
+    teacher = gluon.nn.Dense(5, in_units=4)
+    teacher.initialize(mx.init.Normal(1.0))
+    x = mx.nd.random.normal(shape=(3, 4))
+    alpha, t = 0.7, 4.0
+    extra_loss, ce_weight = pipeline.distiller(teacher, alpha, t)
+    assert ce_weight == pytest.approx(0.3)
+    student = mx.nd.random.normal(shape=(3, 5))
+    p = mx.nd.softmax(teacher(x) / t).asnumpy()
+    log_q = mx.nd.log_softmax(student / t).asnumpy()
+    assert np.allclose(extra_loss(x, student).asnumpy(), -alpha * t * t * (p * log_q).sum(axis=1), atol=1e-5)
+    out = teacher(x).copy()
+    out.attach_grad()
+    with autograd.record():
+        loss = extra_loss(x, out).sum()
+    loss.backward()
+    assert np.abs(out.grad.asnumpy()).max() < 1e-5  # the student's optimum is the teacher's outputs

@@ -11,9 +11,10 @@ loss, loop and metric (mAP).
 from .context import (Setup, build_net, classes_of, fresh_model, input_shape_of, load_run, reducer, setup,
                       worker_data, worker_hooks, writer)
 from .folder import RunFolder, State
-from .phases import measure, prune_phase, shrink_epoch, sparsity_phase, train_dense
+from .phases import distiller, measure, prune_phase, shrink_epoch, sparsity_phase, train_dense
 from .report import finish_dense, robustness_report, run_prune, summary_table
 
-__all__ = ['RunFolder', 'Setup', 'State', 'build_net', 'classes_of', 'finish_dense', 'fresh_model', 'input_shape_of',
-           'load_run', 'measure', 'prune_phase', 'reducer', 'robustness_report', 'run_prune', 'setup', 'shrink_epoch',
-           'sparsity_phase', 'summary_table', 'train_dense', 'worker_data', 'worker_hooks', 'writer']
+__all__ = ['RunFolder', 'Setup', 'State', 'build_net', 'classes_of', 'distiller', 'finish_dense', 'fresh_model',
+           'input_shape_of', 'load_run', 'measure', 'prune_phase', 'reducer', 'robustness_report', 'run_prune',
+           'setup', 'shrink_epoch', 'sparsity_phase', 'summary_table', 'train_dense', 'worker_data', 'worker_hooks',
+           'writer']

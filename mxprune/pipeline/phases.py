@@ -46,14 +46,21 @@ def _distiller(s: Setup):
         return None, 1.0
     teacher = fresh_model(s.recipe, s.ctx)
     zoo.load_params(teacher, s.run.file('dense.params'), s.ctx)
+    return distiller(teacher, d.alpha, d.temperature)
+
+
+def distiller(teacher: mx.gluon.HybridBlock, alpha: float, temperature: float):
+    """(extra_loss, ce_weight) for knowledge distillation from `teacher` (Hinton et al.), as train.fit takes them:
+    the student's loss is (1 - alpha) x cross-entropy + alpha x T^2 x the cross-entropy of its softened outputs
+    against the teacher's (the KL divergence up to a constant)."""
     teacher.hybridize(static_alloc=True, static_shape=True)
-    t = d.temperature
+    t = temperature
 
     def extra_loss(x, out):
         with mx.autograd.pause():
             soft = mx.nd.softmax(teacher(x) / t)
-        return -d.alpha * t * t * (soft * mx.nd.log_softmax(out / t)).sum(axis=1)
-    return extra_loss, 1.0 - d.alpha
+        return -alpha * t * t * (soft * mx.nd.log_softmax(out / t)).sum(axis=1)
+    return extra_loss, 1.0 - alpha
 
 
 def _fit(s: Setup, net, cfg, phase: str, hooks=(), state=None, **kw):
