@@ -33,6 +33,9 @@ class AugmentConfig:
     random_erasing: float = spec(0.0, lo=0.0, hi=1.0, help='GluonCV RandomErasing probability (0 = off)')
     mixup: float = spec(0.0, lo=0.0, help='mixup Beta(alpha, alpha) (0 = off)')
     mixup_off_epochs: int = spec(0, lo=0, help='last epochs trained without mixup, as GluonCV does')
+    min_crop_area: Optional[float] = spec(None, lo=0.0, lo_open=True, hi=1.0,
+                                          help='smallest image fraction the random-resized crop keeps (imagenet and '
+                                               'imagenette only; default GluonCV\'s 0.08)')
 
 
 @dataclasses.dataclass

@@ -113,6 +113,29 @@ def test_augmentations_imagerecorditer_cannot_do_are_refused(imagenette):
         D.build_loaders(cfg, imagenette)
 
 
+def test_min_crop_area_sets_how_much_of_each_photo_the_random_crop_keeps(imagenette, tmp_path):
+    size, n = 32, 64
+    rec = first_records(imagenette, 'train', n, tmp_path)
+    ds = mx.gluon.data.vision.ImageRecordDataset(rec)
+    whole = np.stack([mx.image.imresize(ds[i][0], size, size).asnumpy().mean(axis=2).ravel() for i in range(n)])
+
+    def likeness(**kw):  # mean correlation of each crop with its whole photo, in file order
+        loader = D.RecordIterLoader(rec, 32, size, train=True, classes=10, flip=False, **kw)
+        loader.kwargs['shuffle'] = False
+        x = np.concatenate([x.asnumpy().mean(axis=1).reshape(len(x), -1) for x, _ in loader.epoch(0)])
+        return float(np.mean([np.corrcoef(x[k], whole[k])[0, 1] for k in range(n)]))
+
+    assert likeness() == likeness(min_crop_area=0.08)  # GluonCV's default
+    # at 0.7 every aspect ratio in 3/4..4/3 still fits in a square photo; nearer 1 ImageRecordIter's tries fail
+    assert likeness(min_crop_area=0.7) > likeness(min_crop_area=0.35) > likeness(min_crop_area=0.08) + 0.05
+    cfg = DataConfig(dataset='imagenette', augment=AugmentConfig(crop_pad=0, min_crop_area=0.35), batch_size=32,
+                     train_limit=64, test_limit=32)
+    assert D.build_loaders(cfg, imagenette, input_size=size)[0].kwargs['min_random_area'] == 0.35
+    cifar = DataConfig(dataset='cifar10', augment=AugmentConfig(min_crop_area=0.35))
+    with pytest.raises(DataError, match=r'data.augment.min_crop_area: 0.35 is not supported for cifar10'):
+        D.build_loaders(cifar, str(tmp_path))
+
+
 def test_mixup_gives_soft_labels(imagenette):
     loader = D.RecordIterLoader(os.path.join(imagenette, 'train.rec'), 16, 32, train=True, classes=10, limit=16,
                                 mixup=0.2)

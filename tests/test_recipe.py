@@ -49,6 +49,8 @@ def test_yaml_exponent_without_dot_is_a_number():
     ({**MIN, 'train': {'momentum': 1.0}}, 'train.momentum: 1.0 is not allowed; expected a value >= 0.0 and < 1.0'),
     ({**MIN, 'train': {'lr': float('nan')}}, 'expected a finite number'),
     ({**MIN, 'model': ['x']}, "model: ['x'] is not allowed; expected a mapping"),
+    ({**MIN, 'data': {'augment': {'min_crop_area': 0}}},
+     'data.augment.min_crop_area: 0 is not allowed; expected a value > 0.0 and <= 1.0'),
 ])
 def test_bad_values_name_path_value_and_allowed(raw, needle):
     with pytest.raises(RecipeError) as e:

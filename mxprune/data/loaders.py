@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from .augment import BatchAugment, mixup_batch
-from .records import RecordIterLoader
+from .records import MIN_CROP_AREA, RecordIterLoader
 from .sources import CACHE, DatasetInfo, ImageSet, dataset_info, load_cifar, may_download
 
 class ArrayLoader:
@@ -112,6 +112,9 @@ def _memory_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int
     # a folder the user named holds the data or the run stops here: no folder created, no download attempted
     if not os.path.isdir(root) and not may_download(cfg.format, source):
         raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
+    if cfg.augment.min_crop_area is not None:
+        raise DataError(f'data.augment.min_crop_area: {cfg.augment.min_crop_area!r} is not supported for {info.name} '
+                        f'(its crop is crop_pad\'s padded one); expected it left out')
     train = load_cifar(cfg.dataset, root, True, cfg.format, cfg.train_limit, source)
     test = load_cifar(cfg.dataset, root, False, cfg.format, cfg.test_limit, source)
     a = cfg.augment
@@ -138,7 +141,8 @@ def _record_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int
     a = cfg.augment
     common = dict(classes=classes, num_parts=num_parts, part_index=part_index, how_to_get=info.how_to_get)
     return (RecordIterLoader(os.path.join(root, 'train.rec'), cfg.batch_size, input_size, train=True, seed=seed,
-                             limit=cfg.train_limit, flip=a.flip, mixup=a.mixup, **common),
+                             limit=cfg.train_limit, flip=a.flip, mixup=a.mixup,
+                             min_crop_area=a.min_crop_area or MIN_CROP_AREA, **common),
             RecordIterLoader(os.path.join(root, 'val.rec'), cfg.test_batch_size, input_size, train=False,
                              limit=cfg.test_limit, **common))
 

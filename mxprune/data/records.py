@@ -1,10 +1,11 @@
 """ImageNet-style data (ImageNet, Imagenette) read from RecordIO by mx.io.ImageRecordIter.
 
 The augmentation is GluonCV's own rec path (`get_data_rec` in scripts/classification/imagenet/train_imagenet.py):
-ImageRecordIter's options for random-resized crop (area 0.08-1, aspect 3/4-4/3), mirror, colour jitter 0.4 and
-PCA lighting 0.1 when training; resize of the shorter side to size / 0.875 and a center crop when evaluating. The
-C++ iterator decodes and augments in its own threads, outside the GIL, where gluon's per-image Python transforms
-(the same operations, checked against it in tests/test_imagenette.py) would compete with training for the cores.
+ImageRecordIter's options for random-resized crop (area 0.08-1, or data.augment.min_crop_area-1; aspect 3/4-4/3),
+mirror, colour jitter 0.4 and PCA lighting 0.1 when training; resize of the shorter side to size / 0.875 and a center
+crop when evaluating. The C++ iterator decodes and augments in its own threads, outside the GIL, where gluon's
+per-image Python transforms (the same operations, checked against it in tests/test_imagenette.py) would compete with
+training for the cores.
 
 Before any C++ thread reads them, the .rec file is checked against its .idx (each record's magic, length, label
 and image): a truncated or foreign file fails inside MXNet's decoder threads otherwise, with a C++ traceback or a
@@ -28,6 +29,7 @@ MAGIC = 0xced7230a  # dmlc RecordIO: every record starts with this word, then (c
 LENGTH_BITS = (1 << 29) - 1
 HEADER = struct.Struct('<IfQQ')  # IRHeader: flag, label, id, id2 (mx.recordio.pack)
 CROP_RATIO = 0.875  # GluonCV's evaluation crop: resize to size / 0.875, center crop to size
+MIN_CROP_AREA = 0.08  # GluonCV's (and torchvision's) smallest random-resized crop, as a fraction of the image
 
 
 def read_offsets(idx: str) -> List[int]:
@@ -116,7 +118,8 @@ class RecordIterLoader:
 
     def __init__(self, rec: str, batch_size: int, input_size: int, *, train: bool, classes: int, seed: int = 0,
                  num_parts: int = 1, part_index: int = 0, threads: int = 2, crop_ratio: float = CROP_RATIO,
-                 limit: Optional[int] = None, flip: bool = True, mixup: float = 0.0, how_to_get: str = ''):
+                 limit: Optional[int] = None, flip: bool = True, mixup: float = 0.0,
+                 min_crop_area: float = MIN_CROP_AREA, how_to_get: str = ''):
         idx = os.path.splitext(rec)[0] + '.idx'
         for p in (rec, idx):
             if not os.path.isfile(p):
@@ -143,8 +146,8 @@ class RecordIterLoader:
                       round_batch=True)  # round_batch=False leaves garbage labels with pad=0 in 1.9.1
         if train:
             self.kwargs = dict(shuffle=True, rand_mirror=flip, random_resized_crop=True, max_aspect_ratio=4. / 3.,
-                               min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=0.08, brightness=0.4,
-                               saturation=0.4, contrast=0.4, pca_noise=0.1, **common)
+                               min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=min_crop_area,
+                               brightness=0.4, saturation=0.4, contrast=0.4, pca_noise=0.1, **common)
         else:
             self.kwargs = dict(shuffle=False, resize=int(np.ceil(input_size / crop_ratio)), **common)
         self.num_batches = self.count // num_parts // batch_size if train else \
