@@ -107,14 +107,25 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
                 pass
 
 
+# ImageRecordIter has no box erasing; its crop is the random-resized one, so crop_pad has no meaning there
+RECORD_UNSUPPORTED = ('cutout', 'random_erasing')
+MEMORY_UNSUPPORTED = ('min_crop_area',)  # the in-memory path crops by padding (crop_pad), not random-resized
+
+
+def _refuse_augment(cfg, info: DatasetInfo, keys, why: str, expected: str) -> None:
+    """One line naming the first of `keys` set in data.augment that this dataset's reader cannot do."""
+    for key in keys:
+        if getattr(cfg.augment, key):
+            raise DataError(f'data.augment.{key}: {getattr(cfg.augment, key)!r} is not supported for {info.name} '
+                            f'({why}); expected {expected}')
+
+
 def _memory_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int, seed: int, num_parts: int,
                     part_index: int, input_size: int):
+    _refuse_augment(cfg, info, MEMORY_UNSUPPORTED, 'its crop is crop_pad\'s padded one', 'it left out')
     # a folder the user named holds the data or the run stops here: no folder created, no download attempted
     if not os.path.isdir(root) and not may_download(cfg.format, source):
         raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
-    if cfg.augment.min_crop_area is not None:
-        raise DataError(f'data.augment.min_crop_area: {cfg.augment.min_crop_area!r} is not supported for {info.name} '
-                        f'(its crop is crop_pad\'s padded one); expected it left out')
     train = load_cifar(cfg.dataset, root, True, cfg.format, cfg.train_limit, source)
     test = load_cifar(cfg.dataset, root, False, cfg.format, cfg.test_limit, source)
     a = cfg.augment
@@ -126,16 +137,9 @@ def _memory_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int
                         part_index=part_index, prefetch=cfg.prefetch))
 
 
-# ImageRecordIter has no box erasing; its crop is the random-resized one, so crop_pad has no meaning there
-RECORD_UNSUPPORTED = ('cutout', 'random_erasing')
-
-
 def _record_loaders(cfg, info: DatasetInfo, root: str, source: str, classes: int, seed: int, num_parts: int,
                     part_index: int, input_size: int):
-    for key in RECORD_UNSUPPORTED:
-        if getattr(cfg.augment, key):
-            raise DataError(f'data.augment.{key}: {getattr(cfg.augment, key)!r} is not supported for {info.name} '
-                            f'(mx.io.ImageRecordIter); expected 0 (flip and mixup are)')
+    _refuse_augment(cfg, info, RECORD_UNSUPPORTED, 'mx.io.ImageRecordIter', '0 (flip and mixup are)')
     if not os.path.isdir(root):
         raise DataError(f'data folder {root} ({source}) does not exist; {info.how_to_get}')
     a = cfg.augment
